@@ -1,0 +1,203 @@
+"""The model card: everything the pipeline knows about a model, stored as JSON beside the weights.
+
+A model directory holds ``card.json`` and the ``.keras`` file it names. The pipeline takes the
+classes, colours, band order, normalisation, patch size and halo from here and from nowhere else.
+Unknown fields are rejected so that a typo in a card is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+CARD_FILE = "card.json"
+
+#: Colour interpretations a card may name, as rasterio's ``ColorInterp`` names them.
+BAND_NAMES = ("red", "green", "blue", "gray", "alpha", "undefined")
+
+
+class ModelCardError(ValueError):
+    """A model directory or card is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How raw pixels become model input: ``(raw / divisor[dtype] - mean) / std`` per band.
+
+    ``divisor`` maps a numpy dtype name (``uint8``, ``uint16``, ``float32`` ...) to the value that
+    scales that dtype to [0, 1]; ``default_divisor`` covers dtypes not listed (1.0 for float data
+    that is already in [0, 1]).
+    """
+
+    divisor: dict[str, float] = field(
+        default_factory=lambda: {"uint8": 255.0, "uint16": 65535.0, "int16": 32767.0}
+    )
+    default_divisor: float = 1.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def divisor_for(self, dtype: str) -> float:
+        return float(self.divisor.get(str(dtype), self.default_divisor))
+
+    def apply(self, raw: np.ndarray, dtype: str) -> np.ndarray:
+        """Normalise ``raw`` of shape (H, W, C) read with ``dtype``; returns float32 (H, W, C)."""
+        out = raw.astype(np.float32, copy=False) * np.float32(1.0 / self.divisor_for(dtype))
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        if np.any(mean != 0):
+            out -= mean
+        if np.any(std != 1):
+            out /= std
+        return out
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    model_file: str
+    classes: tuple[ClassInfo, ...]
+    input_bands: tuple[str, ...]
+    normalisation: Normalisation
+    patch_size: int
+    halo: int
+    size_multiple: int
+    output: str = "logits"  # "logits" or "probabilities"
+    mask_nodata: int = 255
+    description: str = ""
+    license: str = ""
+    precision_agreement: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.input_bands)
+
+    def validate(self) -> None:
+        if not self.classes:
+            raise ModelCardError(f"card {self.model_id} lists no classes")
+        if [c.index for c in self.classes] != list(range(len(self.classes))):
+            raise ModelCardError(f"card {self.model_id}: class indices must be 0..n-1 in order")
+        if len(self.classes) >= self.mask_nodata:
+            raise ModelCardError(f"card {self.model_id}: mask_nodata must exceed every class index")
+        bad = [b for b in self.input_bands if b not in BAND_NAMES]
+        if bad:
+            raise ModelCardError(f"card {self.model_id}: unknown input bands {bad}; use {BAND_NAMES}")
+        n = self.num_bands
+        if len(self.normalisation.mean) != n or len(self.normalisation.std) != n:
+            raise ModelCardError(f"card {self.model_id}: normalisation mean/std need {n} values")
+        m = self.size_multiple
+        if m < 1 or self.patch_size % m:
+            raise ModelCardError(f"card {self.model_id}: patch_size must be a multiple of {m}")
+        if not 0 <= self.halo or 2 * self.halo >= self.patch_size:
+            raise ModelCardError(f"card {self.model_id}: halo must be >= 0 and < patch_size / 2")
+        if self.output not in ("logits", "probabilities"):
+            raise ModelCardError(f"card {self.model_id}: output must be logits or probabilities")
+
+    def palette(self) -> dict[int, tuple[int, int, int, int]]:
+        """Colour table for masks: class colours, and transparent black for the nodata value."""
+        table = {c.index: (*c.color, 255) for c in self.classes}
+        table[self.mask_nodata] = (0, 0, 0, 0)
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ALLOWED = {f for f in ModelCard.__dataclass_fields__}
+
+
+def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
+    unknown = sorted(set(data) - _ALLOWED)
+    if unknown:
+        raise ModelCardError(f"{where}: unknown fields {unknown}")
+    try:
+        norm = dict(data.get("normalisation") or {})
+        norm_unknown = sorted(set(norm) - set(Normalisation.__dataclass_fields__))
+        if norm_unknown:
+            raise ModelCardError(f"{where}: unknown normalisation fields {norm_unknown}")
+        for key in ("mean", "std"):
+            if key in norm:
+                norm[key] = tuple(float(v) for v in norm[key])
+        card = ModelCard(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            model_file=str(data["model_file"]),
+            classes=tuple(
+                ClassInfo(int(c["index"]), str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
+                for c in data["classes"]
+            ),
+            input_bands=tuple(str(b) for b in data["input_bands"]),
+            normalisation=Normalisation(**norm),
+            patch_size=int(data["patch_size"]),
+            halo=int(data["halo"]),
+            size_multiple=int(data["size_multiple"]),
+            **{k: data[k] for k in _ALLOWED - _REQUIRED - {"normalisation"} if k in data},
+        )
+    except KeyError as exc:
+        raise ModelCardError(f"{where}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ModelCardError):
+            raise
+        raise ModelCardError(f"{where}: malformed card ({exc})") from None
+    card.validate()
+    return card
+
+
+_REQUIRED = {
+    "name", "version", "model_file", "classes", "input_bands", "normalisation",
+    "patch_size", "halo", "size_multiple",
+}
+
+
+def load_card(model_dir: str) -> ModelCard:
+    """Read and validate ``model_dir/card.json``; the model file it names must exist."""
+    path = os.path.join(model_dir, CARD_FILE)
+    if not os.path.isdir(model_dir):
+        raise ModelCardError(f"model directory {model_dir} does not exist; pass --model DIR")
+    if not os.path.isfile(path):
+        raise ModelCardError(
+            f"model directory {model_dir} has no {CARD_FILE}; a model dir needs the .keras file "
+            "and its model card (see model/card.py)"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelCardError(f"{path}: cannot read model card ({exc})") from None
+    card = card_from_json(data, where=path)
+    if not os.path.isfile(os.path.join(model_dir, card.model_file)):
+        raise ModelCardError(f"{path} names {card.model_file}, which is not in {model_dir}")
+    return card
+
+
+def save_card(card: ModelCard, model_dir: str) -> str:
+    card.validate()
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, CARD_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(card.to_json(), f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

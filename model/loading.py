@@ -1,0 +1,123 @@
+"""Load a model directory (card + ``.keras`` file) at a chosen precision.
+
+Precision is chosen at load time, not baked into the weights: a ``.keras`` file saved in float32
+keeps float32 layer policies, so setting the global policy changes nothing. To run in bfloat16 or
+float16 the functional model is rebuilt from its config with every layer's dtype policy set to the
+mixed policy, and the weights are copied over. Files are always loaded in Keras safe mode: a model
+file that would run arbitrary code (a Lambda layer, a custom object) is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from model.card import ModelCard, ModelCardError, load_card
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+AGREEMENT_FLOOR = 0.995
+
+
+def _quiet_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def has_gpu() -> bool:
+    _quiet_tf()
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    return False
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU runs bfloat16 natively (AVX512-BF16 or AMX), so oneDNN gains from it."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, card: ModelCard) -> str:
+    """Turn ``auto`` into a concrete precision.
+
+    ``auto`` takes the fastest precision for this hardware (float16 then bfloat16 on a GPU,
+    bfloat16 on a CPU with native bf16, else float32) whose label agreement with float32, as
+    measured when the model was exported and recorded in the card, is at least 99.5 %.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {requested!r}")
+    if requested != "auto":
+        return requested
+    if has_gpu():
+        candidates = ["float16", "bfloat16"]
+    elif cpu_has_bf16():
+        candidates = ["bfloat16"]
+    else:
+        candidates = []
+    for cand in candidates:
+        agreement = card.precision_agreement.get(cand)
+        if agreement is not None and agreement >= AGREEMENT_FLOOR:
+            return cand
+    return "float32"
+
+
+def set_precision(model: Any, precision: str) -> Any:
+    """Return ``model`` rebuilt with every layer computing in ``precision`` (weights copied)."""
+    import keras
+
+    if precision == "float32":
+        return model
+    policy = _POLICY[precision]
+    config = model.get_config()
+    for layer_cfg in config["layers"]:
+        cfg = layer_cfg["config"]
+        if layer_cfg["class_name"] == "InputLayer":
+            continue
+        # The final cast-to-float32 layer keeps its own float32 policy.
+        if isinstance(cfg.get("dtype"), dict) and cfg["dtype"].get("config", {}).get("name") == "float32" \
+                and cfg.get("name") == "logits":
+            continue
+        cfg["dtype"] = policy
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+@dataclass
+class LoadedModel:
+    card: ModelCard
+    model: Any
+    precision: str
+
+
+def load_model(model_dir: str, precision: str = "auto") -> LoadedModel:
+    """Load ``model_dir`` (card + .keras, safe mode) at ``precision`` ('auto' resolved here)."""
+    _quiet_tf()
+    import keras
+
+    card = load_card(model_dir)
+    path = os.path.join(model_dir, card.model_file)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # keras raises many types for bad files
+        raise ModelCardError(f"{path}: cannot load model in safe mode ({exc})") from None
+    chosen = resolve_precision(precision, card)
+    model = set_precision(model, chosen)
+    log.info("loaded %s from %s at %s", card.model_id, path, chosen)
+    return LoadedModel(card=card, model=model, precision=chosen)

@@ -1,0 +1,34 @@
+"""Shared test fixtures: the real-data location and small raster factories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    """Real datasets: $TILESEG_DATA, default ../shared/data beside the checkout."""
+    return Path(os.environ.get("TILESEG_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root}; set TILESEG_DATA to the shared data folder")
+    return root
+
+
+@pytest.fixture(scope="session")
+def geotiffs(shared_data: Path) -> Path:
+    path = shared_data / "rasterio-geotiffs"
+    if not path.is_dir():
+        pytest.skip(f"{path} is missing; set TILESEG_DATA to a folder with rasterio-geotiffs/")
+    return path
