@@ -1,0 +1,277 @@
+"""WriteMasks: stage block cores, then assemble each tile's mask as a Cloud-Optimised GeoTIFF.
+
+Each block core is staged as a small ``.npy`` under ``DIR/_staging/<run_id>/<tile_id>/`` as
+soon as it is stitched, so only file names and counts cross the shuffle and no stage (nor the
+DirectRunner's in-memory shuffle) holds a whole tile's labels. Once every block of a tile is in,
+the assembler writes the cores into a local tiled GeoTIFF window by window, converts it with
+GDAL's COG driver (internal overviews by mode), and publishes it under ``masks/<tile_id>.tif``
+in one step. A tile with any failed or missing block gets no mask at all, and its staging is
+removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from model.card import ModelCard
+from transforms import fileio
+from transforms.plan import BlockSpec, plan_blocks
+from transforms.progress import PROGRESS
+from transforms.records import FAILED, failure_record, now_utc
+from transforms.stitch import BlockCore
+from transforms.tiles import TileSpec
+
+log = logging.getLogger(__name__)
+
+MASK_BLOCK = 512
+TAG_FINGERPRINT = "TILESEG_FINGERPRINT"
+TAG_SETTINGS = "TILESEG_SETTINGS"
+
+
+class MaskWriteError(IOError):
+    """A mask could not be assembled or published."""
+
+
+@dataclass(frozen=True)
+class StagedBlock:
+    """A stitched block core on disk, with its per-class counts and areas."""
+
+    tile_id: str
+    block: BlockSpec
+    uri: str
+    counts: tuple[int, ...]
+    areas: tuple[float, ...] | None
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where a run writes: masks, stats, failures and staging under one output root."""
+
+    root: str
+    run_id: str
+
+    def mask_uri(self, tile_id: str) -> str:
+        return fileio.join(self.root, "masks", f"{tile_id}.tif")
+
+    def staging_root(self) -> str:
+        return fileio.join(self.root, "_staging", self.run_id)
+
+    def staging_dir(self, tile_id: str) -> str:
+        return fileio.join(self.staging_root(), tile_id)
+
+    def stats_uri(self) -> str:
+        return fileio.join(self.root, "stats", f"{self.run_id}.parquet")
+
+    def failures_uri(self) -> str:
+        return fileio.join(self.root, "failures", f"{self.run_id}.parquet")
+
+
+def stage_core(core: BlockCore, layout: OutputLayout) -> StagedBlock:
+    uri = fileio.join(layout.staging_dir(core.tile.tile_id), f"{core.block.index[0]}_{core.block.index[1]}.npy")
+    buf = io.BytesIO()
+    np.save(buf, core.labels, allow_pickle=False)
+    fileio.makedirs(layout.staging_dir(core.tile.tile_id))
+    with fileio.open_file(uri, "wb") as f:
+        f.write(buf.getvalue())
+    return StagedBlock(
+        tile_id=core.tile.tile_id,
+        block=core.block,
+        uri=uri,
+        counts=tuple(int(c) for c in core.counts),
+        areas=None if core.areas is None else tuple(float(a) for a in core.areas),
+    )
+
+
+def load_core(uri: str) -> np.ndarray:
+    with fileio.open_file(uri, "rb") as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def mask_tags(card: ModelCard, tile: TileSpec, settings: str, precision: str) -> dict[str, str]:
+    return {
+        "TILESEG_MODEL_ID": card.model_id,
+        "TILESEG_CLASSES": json.dumps([c.name for c in card.classes]),
+        "TILESEG_SOURCE": tile.uri,
+        "TILESEG_PRECISION": precision,
+        TAG_FINGERPRINT: tile.fingerprint,
+        TAG_SETTINGS: settings,
+    }
+
+
+def write_mask_cog(
+    tile: TileSpec, blocks: Iterable[StagedBlock], card: ModelCard, out_local: str, tags: dict[str, str]
+) -> None:
+    """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags)."""
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.windows import Window
+
+    tmp = out_local + ".stage.tif"
+    profile = {
+        "driver": "GTiff",
+        "width": tile.width,
+        "height": tile.height,
+        "count": 1,
+        "dtype": "uint8",
+        "nodata": card.mask_nodata,
+        "transform": Affine(*tile.transform),
+        "tiled": True,
+        "blockxsize": MASK_BLOCK,
+        "blockysize": MASK_BLOCK,
+        "compress": "none",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if tile.crs_wkt:
+        profile["crs"] = CRS.from_wkt(tile.crs_wkt)
+    try:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
+            for staged in blocks:
+                r0, r1, c0, c1 = staged.block.core
+                core = load_core(staged.uri)
+                if core.shape != (r1 - r0, c1 - c0):
+                    raise MaskWriteError(f"{tile.uri}: staged block {staged.uri} has shape {core.shape}, expected {(r1 - r0, c1 - c0)}")
+                dst.write(core, 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            dst.write_colormap(1, card.palette())
+            dst.update_tags(**tags)
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            rio_copy(
+                tmp, out_local, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=MASK_BLOCK,
+                OVERVIEW_RESAMPLING="MODE", BIGTIFF="IF_SAFER",
+            )
+    finally:
+        fileio.remove(tmp)
+
+
+def stats_rows(tile: TileSpec, blocks: list[StagedBlock], card: ModelCard, mask_uri: str,
+               precision: str, pixel_size_m: float | None) -> list[dict[str, Any]]:
+    counts = np.sum([b.counts for b in blocks], axis=0, dtype=np.int64)
+    has_area = all(b.areas is not None for b in blocks)
+    areas = np.sum([b.areas for b in blocks], axis=0, dtype=np.float64) if has_area else None
+    valid = int(counts.sum())
+    crs = None
+    if tile.crs_wkt:
+        from rasterio.crs import CRS
+
+        c = CRS.from_wkt(tile.crs_wkt)
+        auth = c.to_authority()
+        crs = f"{auth[0]}:{auth[1]}" if auth else c.to_wkt()
+    processed = now_utc()
+    return [
+        {
+            "tile_id": tile.tile_id,
+            "source_uri": tile.uri,
+            "mask_uri": mask_uri,
+            "model_id": card.model_id,
+            "precision": precision,
+            "class_index": c.index,
+            "class_name": c.name,
+            "pixel_count": int(counts[c.index]),
+            "valid_pixel_count": valid,
+            "total_pixel_count": tile.pixels,
+            "fraction": (int(counts[c.index]) / valid) if valid else None,
+            "area_m2": float(areas[c.index]) if areas is not None else None,
+            "crs": crs,
+            "pixel_size_m": pixel_size_m,
+            "processed_at": processed,
+        }
+        for c in card.classes
+    ]
+
+
+class StageCoreFn(beam.DoFn):
+    """BlockCore → (tile_id, StagedBlock): the core goes to staging, only its name moves on."""
+
+    def __init__(self, layout: OutputLayout) -> None:
+        self._layout = layout
+
+    def process(self, core: BlockCore) -> Iterator[object]:
+        try:
+            staged = stage_core(core, self._layout)
+        except Exception as exc:  # noqa: BLE001
+            yield beam.pvalue.TaggedOutput(FAILED, (core.tile.tile_id, failure_record(core.tile.uri, core.tile.tile_id, "stage", exc)))
+        else:
+            PROGRESS.block_done(core.block.core_shape[0] * core.block.core_shape[1])
+            yield core.tile.tile_id, staged
+
+
+class AssembleTileFn(beam.DoFn):
+    """(tile_id, {tile, staged, failed}) → stats rows; a mask is published, or a failure recorded."""
+
+    def __init__(self, card: ModelCard, layout: OutputLayout, plan_args: tuple[int, int, int, int],
+                 settings: str, precision: str) -> None:
+        self._card = card
+        self._layout = layout
+        self._plan_args = plan_args
+        self._settings = settings
+        self._precision = precision
+
+    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[object]:  # noqa: D102
+        tile_id, groups = element
+        tiles: list[TileSpec] = list(groups["tile"])
+        staged: list[StagedBlock] = list(groups["staged"])
+        failed: list[dict[str, Any]] = list(groups["failed"])
+        if not tiles:  # skipped as up to date: nothing was planned, nothing arrives
+            return iter(())
+        return iter(self._assemble(tile_id, tiles[0], staged, failed))
+
+    def _assemble(self, tile_id: str, tile: TileSpec, staged: list[StagedBlock],
+                  failed: list[dict[str, Any]]) -> list[object]:
+        out: list[object] = []
+        try:
+            if failed:
+                first = failed[0]
+                more = f" ({len(failed)} blocks failed)" if len(failed) > 1 else ""
+                out.append(beam.pvalue.TaggedOutput(FAILED, {**first, "message": first["message"] + more}))
+                return out
+            expected = len(plan_blocks(tile.tile_id, tile.height, tile.width, *self._plan_args))
+            if len(staged) != expected:
+                raise MaskWriteError(f"{tile.uri}: {len(staged)} of {expected} blocks arrived; mask not written")
+            started = time.monotonic()
+            mask_uri = self._layout.mask_uri(tile_id)
+            staged.sort(key=lambda s: s.block.index)
+            tags = mask_tags(self._card, tile, self._settings, self._precision)
+            with fileio.local_scratch() as tmpdir:
+                local = fileio.join(tmpdir, "mask.tif")
+                write_mask_cog(tile, staged, self._card, local, tags)
+                fileio.publish(local, mask_uri)
+            from affine import Affine
+            from rasterio.crs import CRS
+
+            from transforms.areas import pixel_area_model
+
+            crs = CRS.from_wkt(tile.crs_wkt) if tile.crs_wkt else None
+            pixel_size = pixel_area_model(crs, Affine(*tile.transform), tile.height, tile.width).pixel_size_m()
+            out.extend(stats_rows(tile, staged, self._card, mask_uri, self._precision, pixel_size))
+            PROGRESS.tile_done(tile.tile_id, time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
+            out.append(beam.pvalue.TaggedOutput(FAILED, failure_record(tile.uri, tile.tile_id, "write", exc)))
+        finally:
+            fileio.remove(self._layout.staging_dir(tile_id), recursive=True)
+        return out
+
+
+def is_done(tile: TileSpec, layout: OutputLayout, settings: str) -> bool:
+    """True when the tile's mask exists and was made from this very file with these settings."""
+    uri = layout.mask_uri(tile.tile_id)
+    try:
+        if not fileio.exists(uri):
+            return False
+        with fileio.open_raster(uri) as src:
+            tags = src.tags()
+    except Exception:  # noqa: BLE001 - an unreadable old mask is simply redone
+        return False
+    done = tags.get(TAG_FINGERPRINT) == tile.fingerprint and tags.get(TAG_SETTINGS) == settings
+    if done:
+        log.info("skipping %s: mask is up to date (%s)", tile.tile_id, uri)
+    return done

@@ -1,0 +1,155 @@
+"""PlanBlocks: cut a tile into model patches and group them into blocks.
+
+Patch grid along one axis of length ``L`` (pixels), for a patch size ``s`` (a multiple of the
+model's size multiple ``m``, at most the card's ``patch_size``) and halo ``h``:
+
+    n      = 1                                  if L <= s
+           = ceil((L - 2h) / (s - 2h))          otherwise
+    x_i    = floor(i * (L - s) / (n - 1))       patch starts, i = 0 .. n-1 (first at 0, last at L - s)
+    b_i    = floor((x_{i+1} + x_i + s) / 2)     core boundary: the middle of two patches' overlap
+    core_i = [b_{i-1}, b_i), with b_{-1} = 0 and b_{n-1} = L
+
+Consecutive starts differ by at most ``s - 2h``, so every core pixel has at least ``h`` pixels of
+context inside its patch on each side, except at the tile border, where the image ends anyway and
+the patch sees the same border a whole-image pass would. The cores partition [0, L) exactly.
+Among admissible ``s`` we take the one with the least computed length ``n * s`` (ties: the
+larger ``s``). A tile smaller than one patch gets one patch of ``roundup(L, m)``, padded.
+
+Blocks group up to ``patches_per_block`` consecutive patches per axis: one windowed read per
+block, and blended stitching (an option) can blend the patches inside a block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Patch grid along one axis: patch length, patch starts and core boundaries (pixels)."""
+
+    length: int
+    patch: int
+    starts: tuple[int, ...]
+    bounds: tuple[int, ...]  # n + 1 core boundaries, 0 .. length
+
+    @property
+    def n(self) -> int:
+        return len(self.starts)
+
+    def core(self, i: int) -> tuple[int, int]:
+        return self.bounds[i], self.bounds[i + 1]
+
+
+def _roundup(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+def _grid(length: int, s: int, halo: int) -> AxisPlan:
+    if length <= s:
+        return AxisPlan(length, s, (0,), (0, length))
+    n = math.ceil((length - 2 * halo) / (s - 2 * halo))
+    n = max(n, 2)
+    starts = tuple((i * (length - s)) // (n - 1) for i in range(n))
+    inner = tuple((starts[i + 1] + starts[i] + s) // 2 for i in range(n - 1))
+    return AxisPlan(length, s, starts, (0, *inner, length))
+
+
+def plan_axis(length: int, max_patch: int, halo: int, multiple: int) -> AxisPlan:
+    """Cheapest admissible patch grid along an axis of ``length`` pixels (see module docstring)."""
+    if length < 1:
+        raise ValueError(f"axis length must be >= 1, not {length}")
+    if max_patch % multiple or max_patch <= 2 * halo:
+        raise ValueError(f"patch size {max_patch} must be a multiple of {multiple} and exceed 2*halo ({2 * halo})")
+    if length <= max_patch:
+        return _grid(length, _roundup(length, multiple), halo)
+    best: AxisPlan | None = None
+    s = max_patch
+    while s > 2 * halo:
+        plan = _grid(length, s, halo)
+        if best is None or plan.n * plan.patch < best.n * best.patch:
+            best = plan
+        s -= multiple
+    assert best is not None
+    return best
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block of a tile: a read window holding several patches, and the core it is responsible for.
+
+    All coordinates are tile pixels, rows then columns. The window may extend past the tile's
+    bottom/right edge only when the tile is smaller than a patch (the read pads it).
+    ``patch_offsets`` are (row, col) of each patch inside the window; ``patch_cores`` are the
+    (row0, row1, col0, col1) core of each patch, in tile pixels.
+    """
+
+    tile_id: str
+    index: tuple[int, int]
+    window: tuple[int, int, int, int]  # row_off, col_off, height, width
+    core: tuple[int, int, int, int]  # row0, row1, col0, col1
+    patch_shape: tuple[int, int]
+    patch_offsets: tuple[tuple[int, int], ...]
+    patch_cores: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.tile_id}#{self.index[0]}_{self.index[1]}"
+
+    @property
+    def core_shape(self) -> tuple[int, int]:
+        return self.core[1] - self.core[0], self.core[3] - self.core[2]
+
+
+def plan_blocks(
+    tile_id: str, height: int, width: int, max_patch: int, halo: int, multiple: int, patches_per_block: int
+) -> list[BlockSpec]:
+    """All blocks of a ``height`` x ``width`` tile, row-major."""
+    if patches_per_block < 1:
+        raise ValueError("patches_per_block must be >= 1")
+    rows = plan_axis(height, max_patch, halo, multiple)
+    cols = plan_axis(width, max_patch, halo, multiple)
+    g = patches_per_block
+    blocks = []
+    for bi, r0 in enumerate(range(0, rows.n, g)):
+        ri = range(r0, min(r0 + g, rows.n))
+        for bj, c0 in enumerate(range(0, cols.n, g)):
+            ci = range(c0, min(c0 + g, cols.n))
+            win_r, win_c = rows.starts[ri[0]], cols.starts[ci[0]]
+            win_h = rows.starts[ri[-1]] + rows.patch - win_r
+            win_w = cols.starts[ci[-1]] + cols.patch - win_c
+            offsets, cores = [], []
+            for i in ri:
+                for j in ci:
+                    offsets.append((rows.starts[i] - win_r, cols.starts[j] - win_c))
+                    cores.append((*rows.core(i), *cols.core(j)))
+            blocks.append(BlockSpec(
+                tile_id=tile_id,
+                index=(bi, bj),
+                window=(win_r, win_c, win_h, win_w),
+                core=(rows.bounds[ri[0]], rows.bounds[ri[-1] + 1], cols.bounds[ci[0]], cols.bounds[ci[-1] + 1]),
+                patch_shape=(rows.patch, cols.patch),
+                patch_offsets=tuple(offsets),
+                patch_cores=tuple(cores),
+            ))
+    return blocks
+
+
+def computed_pixels(blocks: list[BlockSpec]) -> int:
+    """Patch pixels the model computes for these blocks (the overlap cost of a plan)."""
+    return sum(len(b.patch_offsets) * b.patch_shape[0] * b.patch_shape[1] for b in blocks)
+
+
+class PlanBlocksFn(beam.DoFn):
+    """TileSpec → (TileSpec, BlockSpec) for each block of the tile."""
+
+    def __init__(self, max_patch: int, halo: int, multiple: int, patches_per_block: int) -> None:
+        self._args = (max_patch, halo, multiple, patches_per_block)
+
+    def process(self, tile: object) -> Iterator[tuple[object, BlockSpec]]:
+        for block in plan_blocks(tile.tile_id, tile.height, tile.width, *self._args):  # type: ignore[attr-defined]
+            yield tile, block
