@@ -142,19 +142,19 @@ JIT_Y, JIT_X = 20.0, 32.0               # jitter of road lines (|jitter| + curve
 CURVE_AMP, CURVE_LEN = 14.0, 160.0      # horizontal road meander
 SIDEWALK = 1.0
 ZONE_SCALES, ZONE_WEIGHTS = (1100.0, 380.0), (0.7, 0.3)
-ZONE_DEVELOPED = 0.60                   # zone noise below this is city
+ZONE_DEVELOPED = 0.65                   # zone noise below this is city
 WATER_SCALES, WATER_WEIGHTS = (520.0, 190.0, 60.0), (0.6, 0.3, 0.1)
-WATER_LEVEL, BEACH = 0.665, 0.022
+WATER_LEVEL, BEACH = 0.70, 0.02
 RIVER_SCALES, RIVER_WEIGHTS = (800.0, 260.0), (0.7, 0.3)
-RIVER_HALF, RIVER_BEACH = 0.020, 0.008
+RIVER_HALF, RIVER_BEACH = 0.010, 0.005
 
 # Block kinds: (probability, build prob, lot size min, lot size range, margin min frac,
 #               margin range frac, vegetation threshold, street trees)
 _KINDS = np.array([
-    (0.42, 0.92, 22.0, 22.0, 0.07, 0.12, 0.74, 1.0),   # dense urban
+    (0.46, 0.92, 22.0, 22.0, 0.07, 0.12, 0.74, 1.0),   # dense urban
     (0.22, 0.80, 18.0, 10.0, 0.18, 0.12, 0.52, 1.0),   # villas with gardens
     (0.12, 0.06, 30.0, 10.0, 0.20, 0.10, 0.36, 1.0),   # park
-    (0.24, 0.00, 30.0, 10.0, 0.20, 0.10, 0.80, 0.0),   # open lot (sand or gravel)
+    (0.20, 0.00, 30.0, 10.0, 0.20, 0.10, 0.80, 0.0),   # open lot (sand or gravel)
 ], dtype=np.float32)
 _KIND_CUM = np.cumsum(_KINDS[:, 0])
 _DESERT_VEG = 0.80
@@ -244,14 +244,33 @@ def _block_tables(seed: int, js, is_, base, amp, hhalf):
     return {k: np.ascontiguousarray(v).ravel() for k, v in tables.items()}
 
 
+_CHUNK_PIXELS = 1 << 18
+
+
 def render_window(seed: int, row_off: int, col_off: int, height: int, width: int,
                   resolution_m: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 (H, W, 3) and labels uint8 (H, W) of the scene window (pixel coords in the full scene)."""
+    height, width, row_off, col_off = int(height), int(width), int(row_off), int(col_off)
     if height <= 0 or width <= 0:
         raise ValueError("window height and width must be positive")
     if resolution_m <= 0:
         raise ValueError("resolution_m must be positive")
-    seed = int(seed)
+    # Every pixel is computed independently of its neighbours' window, so the window is rendered
+    # in strips of rows: the temporaries (~70 bytes a pixel) stay small and cache friendly.
+    step = max(1, _CHUNK_PIXELS // width)
+    if height <= step:
+        return _render(int(seed), row_off, col_off, height, width, float(resolution_m))
+    img = np.empty((height, width, 3), np.uint8)
+    labels = np.empty((height, width), np.uint8)
+    for r in range(0, height, step):
+        h = min(step, height - r)
+        img[r:r + h], labels[r:r + h] = _render(int(seed), row_off + r, col_off, h, width,
+                                                float(resolution_m))
+    return img, labels
+
+
+def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
+            resolution_m: float) -> tuple[np.ndarray, np.ndarray]:
     res = float(resolution_m)
     rows = np.arange(row_off, row_off + height, dtype=np.int64)
     cols = np.arange(col_off, col_off + width, dtype=np.int64)
@@ -446,11 +465,9 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
     """
     import rasterio
     from rasterio.crs import CRS
-    from rasterio.enums import ColorInterp
     from rasterio.transform import from_origin
-    from rasterio.windows import Window
 
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    height, width = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     if height <= 0 or width <= 0:
         raise ValueError("size must be positive")
     if block <= 0 or block % 512:
@@ -463,6 +480,19 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
                   transform=transform, tiled=True, blockxsize=512, blockysize=512,
                   compress="deflate", zlevel=6, BIGTIFF="IF_SAFER", num_threads="ALL_CPUS")
     workers = workers or min(2, os.cpu_count() or 1)
+    # A small block cache: windows are written once, whole tiles at a time, so a large cache
+    # only holds finished tiles in memory (GDAL's default is 5 % of RAM).
+    with rasterio.Env(GDAL_CACHEMAX=_CACHE_MB):
+        _write(image_path, labels_path, common, seed, height, width, block, resolution_m, workers)
+
+
+_CACHE_MB = 128
+
+
+def _write(image_path, labels_path, common, seed, height, width, block, resolution_m, workers):
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.windows import Window
 
     def render(win):
         r, c, h, w = win

@@ -32,3 +32,28 @@ def geotiffs(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is missing; set TILESEG_DATA to a folder with rasterio-geotiffs/")
     return path
+
+
+# --- GCS emulator (tests/gcs_emulator.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """An in-process gcp-storage-emulator on 127.0.0.1:<free port>; gs:// URIs go to it."""
+    try:
+        import gcp_storage_emulator.server  # noqa: F401
+        import gcsfs  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"GCS emulator tests need gcp-storage-emulator and gcsfs (pip install -e .[test]): {exc}")
+    from tests.gcs_emulator import GcsEmulator
+
+    with GcsEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator) -> str:
+    """``gs://<bucket>``: a new, empty bucket in the emulator for each test."""
+    import uuid
+
+    return gcs_emulator.create_bucket(f"tileseg-test-{uuid.uuid4().hex[:12]}")

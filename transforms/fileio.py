@@ -3,7 +3,13 @@
 Rasters are opened with rasterio; remote ones through rasterio's ``opener=`` hook, so GDAL reads
 only the byte ranges a windowed read needs. Outputs are written to a local temporary file first
 and published with one rename (local) or one upload (object stores, where an object appears only
-once complete), so a reader never sees a half-written file.
+once complete), so a reader never sees a half-written file: :func:`publish` does this for a file
+you made, and :func:`open_file` in a write mode does it for you when the file is closed.
+
+Paths come back in the form they went in: ``gs://bucket/key`` for object-store URIs, plain
+absolute paths for local ones (``file://`` is accepted and dropped). :func:`glob_root` returns
+the same form as :func:`match`, so ``posixpath.relpath(uri, root)`` (``os.path.relpath``
+locally) gives a tile id.
 """
 
 from __future__ import annotations
@@ -11,13 +17,25 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 import fsspec
+
+_MAGIC = re.compile(r"[*?\[]")
+# Names this module gives to files that are not outputs yet: publish()'s hidden temp beside the
+# destination and check_writable()'s probe. match() never lists them.
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$|^\.tileseg-write-check-[0-9a-f]{32}$")
+# Remote rasters: GDAL asks for the header, the tile index, then one read per tile. Each miss
+# fetches the requested bytes plus this much read-ahead, so a window costs a few range requests
+# of about a tile or two each, never the whole object.
+RASTER_READ_BLOCK = 512 * 1024
 
 
 def is_remote(uri: str) -> bool:
@@ -28,10 +46,20 @@ def _strip_file_scheme(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
+def _has_magic(path: str) -> bool:
+    return bool(_MAGIC.search(path))
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem for ``uri`` and the path within it."""
-    fs, path = fsspec.core.url_to_fs(_strip_file_scheme(uri))
-    return fs, path
+    """The fsspec filesystem for ``uri`` and the path within it.
+
+    Remote filesystems are made without a listings cache: other workers write to the same
+    bucket, and a cached listing would hide their objects (or show deleted ones).
+    """
+    uri = _strip_file_scheme(uri)
+    if is_remote(uri):
+        return fsspec.core.url_to_fs(uri, use_listings_cache=False)
+    return fsspec.core.url_to_fs(uri)
 
 
 def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
@@ -47,34 +75,53 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def _is_internal_temp(path: str) -> bool:
+    return bool(_TMP_NAME.match(posixpath.basename(path.rstrip("/"))))
+
+
 def match(pattern: str) -> list[str]:
-    """Files matching a glob (``**`` recurses), or the files under a directory; sorted URIs."""
+    """Files matching a glob (``**`` recurses), or the files under a directory; sorted URIs.
+
+    A path to one file gives ``[that file]``; nothing matching gives ``[]``. Directories (and
+    object-store "directory" placeholders) are never returned, nor publish()'s temporary files.
+    """
     fs, path = filesystem(pattern)
-    if fs.isdir(path):
-        found = [p for p in fs.find(path) if not fs.isdir(p)]
-    elif any(ch in path for ch in "*?["):
-        found = [p for p in fs.glob(path) if not fs.isdir(p)]
-    elif fs.exists(path):
-        found = [path]
-    else:
-        found = []
+    try:
+        if _has_magic(path):
+            entries = fs.glob(path, detail=True)
+        else:
+            entry = fs.info(path)
+            if entry["type"] == "directory":
+                entries = fs.find(path, detail=True)
+            else:
+                entries = {entry["name"]: entry}
+    except FileNotFoundError:
+        return []
+    found = (
+        name for name, entry in entries.items()
+        if entry.get("type") == "file" and not name.endswith("/") and not _is_internal_temp(name)
+    )
     return sorted(_unstrip(fs, p, pattern) for p in found)
 
 
 def glob_root(pattern: str) -> str:
-    """The directory part of a glob before its first wildcard: tile ids are relative to it."""
+    """The directory part of a glob before its first wildcard: tile ids are relative to it.
+
+    ``/a/b/*.tif`` and ``/a/b/**/*.tif`` give ``/a/b``; a directory gives itself; a single
+    file gives its directory. Local results are absolute, like :func:`match`'s.
+    """
     stripped = _strip_file_scheme(pattern)
-    fs, path = filesystem(stripped)
-    if not any(ch in path for ch in "*?[") and fs.isdir(path):
-        return stripped.rstrip("/")
-    head = stripped
-    for i, ch in enumerate(stripped):
-        if ch in "*?[":
-            head = stripped[:i]
-            break
+    remote = is_remote(stripped)
+    magic = _MAGIC.search(stripped)
+    if magic:
+        head = stripped[: magic.start()]
+        root = head[: head.rfind("/") + 1]  # through the last "/" before the wildcard
     else:
-        return posixpath.dirname(stripped) if is_remote(stripped) else os.path.dirname(stripped)
-    return head.rsplit("/", 1)[0] if "/" in head else "."
+        fs, path = filesystem(stripped)
+        root = stripped if fs.isdir(path) else (posixpath if remote else os.path).dirname(stripped)
+    if remote:
+        return root.rstrip("/")
+    return os.path.abspath(root or ".")
 
 
 def exists(uri: str) -> bool:
@@ -88,35 +135,161 @@ def size(uri: str) -> int:
 
 
 def info(uri: str) -> dict[str, Any]:
+    """fsspec's info, with ``name`` in the caller's form (``gs://...`` or a local path)."""
     fs, path = filesystem(uri)
-    return dict(fs.info(path))
+    out = dict(fs.info(path))
+    out["name"] = _unstrip(fs, out["name"].rstrip("/") or out["name"], uri)
+    out["size"] = int(out.get("size") or 0)
+    return out
 
 
 def makedirs(uri: str) -> None:
     if is_remote(uri):
         return  # object stores have no directories
-    os.makedirs(uri, exist_ok=True)
+    os.makedirs(_strip_file_scheme(uri), exist_ok=True)
 
 
 def remove(uri: str, recursive: bool = False) -> None:
+    """Delete a file or object; with ``recursive``, a directory or every object under a prefix.
+
+    A missing path is not an error. Without ``recursive``, a directory (or a prefix with
+    objects under it) raises IsADirectoryError, locally and remotely alike. A bucket itself
+    is never deleted: ``remove("gs://bkt", recursive=True)`` empties it.
+    """
     fs, path = filesystem(uri)
+    try:
+        entry = fs.info(path)
+    except FileNotFoundError:
+        return
     with contextlib.suppress(FileNotFoundError):
-        if fs.exists(path):
-            fs.rm(path, recursive=recursive)
+        if entry["type"] != "directory":
+            fs.rm_file(path)
+        elif not recursive:
+            raise IsADirectoryError(f"{uri} is a directory; pass recursive=True to remove it")
+        elif is_remote(uri) and "/" not in path.strip("/"):
+            objects = fs.find(path)
+            if objects:
+                fs.rm(objects)
+        else:
+            fs.rm(path, recursive=True)
+
+
+class _PublishOnClose:
+    """A local temporary file that :func:`publish` moves to ``uri`` once closed successfully.
+
+    Leaving a ``with`` block by an exception (or calling :meth:`discard`) deletes the temporary
+    and publishes nothing, so a failed write never leaves a partial file or object behind.
+    """
+
+    def __init__(self, uri: str, mode: str):
+        self._uri = uri
+        self._scratch = tempfile.mkdtemp(prefix="tileseg-write-")
+        self._tmp = os.path.join(self._scratch, "part")
+        self._done = True  # nothing to discard until the temporary is open
+        try:
+            self._file: IO[Any] = open(self._tmp, mode.replace("x", "w"))
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
+        self._done = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (a failed __init__): no recursion via _file
+            raise AttributeError(name)
+        return getattr(self._file, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._file)
+
+    def __enter__(self) -> "_PublishOnClose":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.close()
+            publish(self._tmp, self._uri)
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def discard(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(Exception):
+            self._file.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __del__(self) -> None:
+        # Never publish from the garbage collector: an unclosed writer is discarded.
+        with contextlib.suppress(Exception):
+            self.discard()
 
 
 def open_file(uri: str, mode: str = "rb") -> Any:
+    """Open a file or object. Read modes stream (remote reads fetch byte ranges).
+
+    Write modes (``w``, ``wb``, ``x``, ``xb``) write a local temporary and publish it on close,
+    like :func:`publish`: nothing appears at ``uri`` until the file is closed without error;
+    missing local parent directories are created. Other modes go straight to fsspec.
+    """
+    if mode.replace("b", "").replace("t", "") in ("w", "x"):
+        if mode.startswith("x") and exists(uri):
+            raise FileExistsError(uri)
+        return _PublishOnClose(uri, mode)
     fs, path = filesystem(uri)
     return fs.open(path, mode)
 
 
+_raster_openers: "weakref.WeakKeyDictionary[Any, Callable[..., Any]]" = weakref.WeakKeyDictionary()
+_raster_openers_lock = threading.Lock()
+
+
+def _raster_opener(fs: fsspec.AbstractFileSystem) -> Callable[..., Any]:
+    """One opener per filesystem instance for rasterio's ``opener=``.
+
+    rasterio registers an opener per path; two *different* opener objects for the same path
+    in one thread break when the datasets close, so the same object is reused. Files are opened
+    with a plain read-ahead cache of :data:`RASTER_READ_BLOCK` bytes instead of gcsfs's default
+    adaptive prefetching, which suits sequential reads and not GDAL's tile-by-tile seeks.
+    """
+    with _raster_openers_lock:
+        opener = _raster_openers.get(fs)
+        if opener is None:
+            def opener(path: str, mode: str = "rb", **kwargs: Any) -> Any:
+                kwargs.setdefault("block_size", RASTER_READ_BLOCK)
+                kwargs.setdefault("cache_type", "readahead")
+                return fs.open(path, mode, **kwargs)
+
+            _raster_openers[fs] = opener
+        return opener
+
+
 def open_raster(uri: str) -> Any:
-    """Open a raster for reading with rasterio (headers only until a window is read)."""
+    """Open a raster for reading with rasterio (headers only until a window is read).
+
+    Remote rasters are read through fsspec by byte ranges (rasterio ``opener=``): a windowed
+    read downloads the header, the tile index and the tiles it touches, not the whole object.
+    """
     import rasterio
 
     if is_remote(uri):
-        fs, _ = filesystem(uri)
-        return rasterio.open(uri, opener=fs)
+        fs, path = filesystem(uri)
+        if not fs.isfile(path):
+            raise FileNotFoundError(uri)
+        return rasterio.open(uri, opener=_raster_opener(fs))
     return rasterio.open(_strip_file_scheme(uri))
 
 
@@ -143,20 +316,31 @@ def local_scratch(suffix: str = "") -> Iterator[str]:
 
 
 def publish(local_path: str, uri: str) -> None:
-    """Move a complete local file to ``uri`` atomically (rename locally, one upload remotely)."""
+    """Move a complete local file to ``uri`` atomically (rename locally, one upload remotely).
+
+    The local file is gone afterwards. Remotely the object exists only once the upload has
+    completed (gcsfs commits a single or resumable upload at its end). Locally the file is
+    copied, if it must cross filesystems, to a hidden temporary beside the destination and
+    renamed over it, so the destination never holds a partial file; if that fails, the file
+    is moved back to ``local_path``.
+    """
     if is_remote(uri):
         fs, path = filesystem(uri)
         fs.put_file(local_path, path)
         os.remove(local_path)
         return
     dest = _strip_file_scheme(uri)
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    # A temp name in the destination directory makes the final rename atomic even across
-    # filesystems: the copy (if any) goes to the hidden name, then one rename publishes it.
-    tmp = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.{uuid.uuid4().hex}.tmp")
+    parent = os.path.dirname(dest) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(dest)}.{uuid.uuid4().hex}.tmp")
     try:
         shutil.move(local_path, tmp)
         os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp) and not os.path.exists(local_path):
+            with contextlib.suppress(OSError):
+                shutil.move(tmp, local_path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

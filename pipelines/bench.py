@@ -1,0 +1,196 @@
+"""``tileseg bench --size N``: model vs pipeline throughput, peak memory and seam agreement.
+
+Prints, in one run:
+  (1) bare-model throughput: the pipeline's own patches (cut from the benchmark tile) through the
+      same Predictor, precision and batch size in a plain loop, MPix/s of patch pixels;
+  (2) the pipeline's end-to-end DirectRunner throughput, MPix/s of tile pixels, model load
+      included (run in a child process so its peak RSS is its own);
+  (3) their ratio; (4) the pipeline's peak RSS;
+  (5) seam agreement: the stitched labels of a crop at least 3 patches across against one
+      whole-image forward pass over the same crop, same patch size and halo;
+and the same bare throughput and label agreement for float32 vs the chosen precision.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("tileseg.bench")
+
+AGREEMENT_CROP = 2048
+
+
+def _scene(path: str, size: int, seed: int) -> None:
+    from model.synthetic import write_scene
+
+    if os.path.exists(path):
+        return
+    t = time.monotonic()
+    tmp = path + ".part.tif"
+    write_scene(tmp, size, seed=seed)
+    os.replace(tmp, path)
+    log.info("generated %dx%d scene in %.1f s: %s", size, size, time.monotonic() - t, path)
+
+
+def _patches(path: str, predictor: Any, patch: int, halo: int, ppb: int, limit: int) -> np.ndarray:
+    """The first ``limit`` patches the pipeline would cut from the tile (interior blocks first)."""
+    from transforms.plan import plan_blocks
+    from transforms.read import normalise, patchify
+    from transforms.tiles import describe_tile
+
+    tile = describe_tile(path, os.path.dirname(path), predictor.card)
+    blocks = plan_blocks(tile.tile_id, tile.height, tile.width, patch, halo, predictor.card.size_multiple, ppb)
+    shape = blocks[0].patch_shape
+    from transforms import fileio
+    from transforms.read import read_window
+
+    out = []
+    with fileio.open_raster(path) as src:
+        for block in blocks:
+            if block.patch_shape != shape:
+                continue
+            raw, _ = read_window(src, tile, block.window)
+            out.append(patchify(normalise(raw, tile.scale_divisor, predictor.card), block.patch_offsets, shape))
+            if sum(len(p) for p in out) >= limit:
+                break
+    return np.concatenate(out)[:limit]
+
+
+def bare_throughput(predictor: Any, patches: np.ndarray, batch_size: int, seconds: float) -> float:
+    """MPix/s of patch pixels for ``predictor.predict_labels`` in a plain loop (after warm-up)."""
+    predictor.predict_labels(patches[:batch_size], batch_size)
+    done = 0
+    start = time.perf_counter()
+    while True:
+        for i in range(0, len(patches) - batch_size + 1, batch_size):
+            predictor.predict_labels(patches[i:i + batch_size], batch_size)
+            done += batch_size
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    return done * patches.shape[1] * patches.shape[2] / elapsed / 1e6
+
+
+def _child(args: list[str]) -> int:
+    """Run the pipeline once in this (fresh) process and print its wall time and peak RSS."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("apache_beam", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipelines.segment import run
+
+    start = time.perf_counter()
+    summary = run(args)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024, "written": summary.tiles_written,
+                      "failures": summary.failures}))
+    return 0 if summary.tiles_written == 1 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "_pipeline":
+        return _child(argv[1:])
+    from pipelines.segment import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="tileseg bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, required=True, help="edge of the generated square tile, pixels")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--patch_size", type=int, default=None)
+    parser.add_argument("--halo", type=int, default=None)
+    parser.add_argument("--patches_per_block", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0, help="time spent on each bare-model measurement")
+    parser.add_argument("--workdir", default="bench-output")
+    parser.add_argument("--seed", type=int, default=7)
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("apache_beam", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from model.card import load_card
+    from model.loading import resolve_precision
+    from model.predictor import Predictor
+    from transforms.segment_array import segment_array, whole_image_labels
+
+    card = load_card(a.model)
+    patch = a.patch_size or card.patch_size
+    halo = card.halo if a.halo is None else a.halo
+    precision = resolve_precision(a.precision, card)
+    os.makedirs(a.workdir, exist_ok=True)
+    tile = os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}.tif")
+    _scene(tile, a.size, a.seed)
+
+    # (2)-(4): the pipeline, alone in a child process.
+    out = os.path.join(a.workdir, f"run-{a.size}")
+    subprocess.run(["rm", "-rf", out], check=True)
+    cmd = [sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out,
+           "--model", a.model, "--precision", precision, "--batch_size", str(a.batch_size),
+           "--patch_size", str(patch), "--halo", str(halo), "--patches_per_block", str(a.patches_per_block)]
+    log.info("pipeline: %s", " ".join(cmd))
+    child = subprocess.run(cmd, capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr[-4000:])
+        print(json.dumps({"error": "pipeline run failed", "returncode": child.returncode}))
+        return 1
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    pipeline_mpix_s = a.size * a.size / result["seconds"] / 1e6
+
+    # (1): the same patches, same model, precision and batch size, in a plain loop.
+    predictors = {precision: Predictor.from_dir(a.model, precision)}
+    if precision != "float32":
+        predictors["float32"] = Predictor.from_dir(a.model, "float32")
+    patches = _patches(tile, predictors[precision], patch, halo, a.patches_per_block, limit=8 * a.batch_size)
+    bare = {p: bare_throughput(pred, patches, a.batch_size, a.seconds) for p, pred in predictors.items()}
+
+    # (5): seam agreement on a crop >= 3 patches across, and precision agreement with float32.
+    import rasterio
+    from rasterio.windows import Window
+
+    crop = min(AGREEMENT_CROP, a.size)
+    with rasterio.open(tile) as src:
+        image = np.moveaxis(src.read(window=Window(0, 0, crop, crop)), 0, -1)
+    agreement = None
+    if crop >= 3 * (patch - 2 * halo):
+        pred = predictors[precision]
+        stitched = segment_array(image, pred, 255.0, patch, halo, a.patches_per_block, "overlap", a.batch_size)
+        reference = whole_image_labels(image, pred, 255.0)
+        agreement = float((stitched == reference).mean())
+    precision_agreement = None
+    if precision != "float32":
+        ref32 = whole_image_labels(image, predictors["float32"], 255.0)
+        precision_agreement = float((whole_image_labels(image, predictors[precision], 255.0) == ref32).mean())
+
+    ratio = pipeline_mpix_s / bare[precision]
+    print(f"tile {a.size}x{a.size}, model {card.model_id}, patch {patch}, halo {halo}, precision {precision}, batch {a.batch_size}")
+    for p, v in bare.items():
+        print(f"(1) bare model ({p}): {v:.2f} MPix/s of patch pixels")
+    print(f"(2) pipeline end to end: {pipeline_mpix_s:.2f} MPix/s of tile pixels ({result['seconds']:.1f} s, model load included)")
+    print(f"(3) ratio pipeline/bare: {ratio:.3f}")
+    print(f"(4) pipeline peak RSS: {result['peak_rss_mb']:.0f} MB")
+    print(f"(5) seam agreement vs whole-image pass on a {crop}x{crop} crop: {agreement if agreement is None else f'{agreement:.5f}'}")
+    if precision_agreement is not None:
+        print(f"    {precision} vs float32 label agreement on that crop: {precision_agreement:.5f}")
+    print(json.dumps({
+        "bare_mpix_s": round(bare[precision], 3), "pipeline_mpix_s": round(pipeline_mpix_s, 3),
+        "ratio": round(ratio, 4), "peak_rss_mb": round(result["peak_rss_mb"], 1), "agreement": agreement,
+        "patch": patch, "halo": halo, "precision": precision, "size": a.size, "batch_size": a.batch_size,
+        "bare_mpix_s_by_precision": {p: round(v, 3) for p, v in bare.items()},
+        "precision_agreement_vs_float32": precision_agreement, "model": card.model_id,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

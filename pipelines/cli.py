@@ -1,0 +1,40 @@
+"""The ``tileseg`` command: ``run`` (the main job), ``bench`` and ``demo``."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: tileseg COMMAND [options]
+
+commands:
+  run     segment rasters: tileseg run --input GLOB --output DIR [--model DIR] [--precision auto|float32|bfloat16|float16]
+          [--batch_size N] [--stitch overlap|blend] [--bands 3,2,1] [any Beam option, e.g. --runner DataflowRunner]
+  bench   measure throughput, memory and seam agreement: tileseg bench --size N [--model DIR]
+  demo    generate the bundled sample scene, segment it and write a preview
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "run":
+        from pipelines.segment import main as run_main
+
+        return run_main(rest)
+    if command == "bench":
+        from pipelines.bench import main as bench_main
+
+        return bench_main(rest)
+    if command == "demo":
+        from pipelines.demo import main as demo_main
+
+        return demo_main(rest)
+    print(f"tileseg: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

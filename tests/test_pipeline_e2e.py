@@ -1,0 +1,206 @@
+"""End to end on the DirectRunner: real GeoTIFFs and broken files in one run.
+
+The model is a real ``.keras`` file whose labels are known in closed form (tests/models.py), so
+every mask pixel can be checked against the input pixels it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from pipelines.segment import ConfigError, run
+from tests.models import binning_labels, write_binning_model
+from transforms.tiles import describe_tile
+
+pytestmark = pytest.mark.slow
+
+REAL = ["RGB.byte.tif", "RGBA.byte.tif", "RGBA.uint16.tif", "cogeo.tif", "all-nodata.tif", "float_nan.tif", "shade.tif"]
+K = 5
+
+
+def _write(path: Path, data: np.ndarray, **kw: object) -> None:
+    count, h, w = data.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": data.dtype.name,
+               "crs": "EPSG:32633", "transform": from_origin(500000, 4000000, 1.0, 1.0)}
+    profile.update(kw)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    d = tmp_path_factory.mktemp("binning")
+    write_binning_model(str(d), num_classes=K, patch_size=128, halo=16, size_multiple=16)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory: pytest.TempPathFactory, geotiffs: Path, model_dir: str) -> dict[str, object]:
+    inp = tmp_path_factory.mktemp("in")
+    (inp / "real").mkdir()
+    for name in REAL:
+        os.symlink(geotiffs / name, inp / "real" / name)
+    bad = inp / "bad"
+    bad.mkdir()
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 255, (3, 600, 600), dtype=np.uint8)
+    _write(bad / "truncated.tif", big, tiled=True, blockxsize=128, blockysize=128, compress="deflate")
+    full = (bad / "truncated.tif").read_bytes()
+    (bad / "truncated.tif").write_bytes(full[: len(full) // 2])
+    (bad / "empty.tif").write_bytes(b"")
+    (bad / "notes.tif").write_text("this is not a raster\n")
+    _write(bad / "two_band.tif", rng.integers(0, 255, (2, 40, 50), dtype=np.uint8))
+    # A good tile with the same file name as one elsewhere: ids must not collide.
+    (inp / "other").mkdir()
+    _write(inp / "other" / "RGB.byte.tif", rng.integers(0, 255, (3, 70, 90), dtype=np.uint8),
+           photometric="RGB")
+    out = tmp_path_factory.mktemp("out")
+    tmp_before = {p for p in os.listdir("/tmp") if p.startswith("tileseg-")}
+    summary = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--precision", "float32",
+                   "--patches_per_block", "2"])
+    return {"summary": summary, "out": out, "inp": inp, "tmp_before": tmp_before}
+
+
+def _stats(run_info: dict[str, object]) -> list[dict[str, object]]:
+    return pq.read_table(run_info["summary"].stats_uri).to_pylist()  # type: ignore[attr-defined]
+
+
+def _failures(run_info: dict[str, object]) -> dict[str, dict[str, object]]:
+    rows = pq.read_table(run_info["summary"].failures_uri).to_pylist()  # type: ignore[attr-defined]
+    return {r["tile_id"]: r for r in rows}
+
+
+def test_every_bad_file_is_one_clear_failure_row(mixed_run: dict[str, object]) -> None:
+    failures = _failures(mixed_run)
+    assert set(failures) == {"bad/truncated", "bad/empty", "bad/notes", "bad/two_band"}
+    assert failures["bad/empty"]["stage"] == "discover" and "empty (0 bytes)" in failures["bad/empty"]["message"]
+    assert "not a readable raster" in failures["bad/notes"]["message"]
+    assert "--bands" in failures["bad/two_band"]["message"] and "2 band(s)" in failures["bad/two_band"]["message"]
+    assert failures["bad/truncated"]["stage"] in ("discover", "read")
+    assert "truncated or corrupt" in failures["bad/truncated"]["message"] or "not a readable raster" in failures["bad/truncated"]["message"]
+    for tile_id, row in failures.items():
+        assert row["uri"].endswith(tile_id.split("/")[-1] + ".tif") and row["uri"] in row["message"]
+        assert row["error_type"] and row["run_id"] == mixed_run["summary"].run_id  # type: ignore[attr-defined]
+    assert mixed_run["summary"].tiles_written == len(REAL) + 1  # type: ignore[attr-defined]
+
+
+def test_no_masks_or_temporary_files_left_for_failed_tiles(mixed_run: dict[str, object]) -> None:
+    out = Path(mixed_run["out"])  # type: ignore[arg-type]
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    masks = [f for f in files if f.startswith("masks/")]
+    assert sorted(masks) == sorted([f"masks/real/{Path(n).stem}.tif" for n in REAL] + ["masks/other/RGB.byte.tif"])
+    others = [f for f in files if not f.startswith("masks/")]
+    assert len(others) == 2 and all(f.endswith(".parquet") for f in others)
+    assert not (out / "_staging").exists()
+    tmp_after = {p for p in os.listdir("/tmp") if p.startswith("tileseg-")}
+    assert tmp_after <= mixed_run["tmp_before"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_mask_keeps_georeferencing_and_is_a_valid_cog(mixed_run: dict[str, object], geotiffs: Path, name: str) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    mask = Path(mixed_run["out"]) / "masks" / "real" / f"{Path(name).stem}.tif"  # type: ignore[arg-type]
+    valid, errors, _ = cog_validate(str(mask))
+    assert valid, errors
+    with rasterio.open(geotiffs / name) as src, rasterio.open(mask) as m:
+        assert (m.width, m.height) == (src.width, src.height)
+        assert m.crs == src.crs
+        assert m.transform.almost_equals(src.transform, precision=1e-12)
+        assert m.dtypes[0] == "uint8" and m.nodata == 255
+        assert m.colormap(1)[1][:3] == (0 * 40 % 256, 255, 100) or m.colormap(1)[0][:3] == (0, 255, 100)
+        assert m.tags()["TILESEG_MODEL_ID"] == "binning@0.0.1"
+        if min(m.width, m.height) > 512:
+            assert m.overviews(1), "a large mask has internal overviews"
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_mask_pixels_follow_input_and_nodata(mixed_run: dict[str, object], geotiffs: Path, model_dir: str, name: str) -> None:
+    from model.card import load_card
+
+    card = load_card(model_dir)
+    spec = describe_tile(str(geotiffs / name), str(geotiffs), card)
+    mask = Path(mixed_run["out"]) / "masks" / "real" / f"{Path(name).stem}.tif"  # type: ignore[arg-type]
+    with rasterio.open(geotiffs / name) as src, rasterio.open(mask) as m:
+        labels = m.read(1)
+        pixels = np.moveaxis(src.read(list(spec.bands)), 0, -1)
+        valid = src.dataset_mask() > 0
+        if pixels.dtype.kind == "f":
+            valid &= np.isfinite(pixels).all(-1)
+    assert ((labels == 255) == ~valid).all(), "nodata exactly where the input is invalid"
+    expected = binning_labels(np.nan_to_num(pixels), K, spec.scale_divisor)
+    x = np.nan_to_num(pixels).astype(np.float64).mean(-1) / spec.scale_divisor * (K - 1)
+    clear = valid & (np.abs(x - np.floor(x) - 0.5) > 1e-3)  # away from rounding ties
+    np.testing.assert_array_equal(labels[clear], expected[clear])
+    if name == "all-nodata.tif":
+        assert (labels == 255).all()
+
+
+def test_stats_parquet_contents(mixed_run: dict[str, object], geotiffs: Path) -> None:
+    rows = _stats(mixed_run)
+    required = {"run_id", "tile_id", "source_uri", "model_id", "class_index", "class_name", "pixel_count",
+                "valid_pixel_count", "fraction", "area_m2", "crs", "pixel_size_m", "processed_at"}
+    assert required <= set(rows[0])
+    by_tile: dict[str, list[dict[str, object]]] = {}
+    for r in rows:
+        by_tile.setdefault(str(r["tile_id"]), []).append(r)
+    assert set(by_tile) == {f"real/{Path(n).stem}" for n in REAL} | {"other/RGB.byte"}
+    for tile_id, trs in by_tile.items():
+        assert [r["class_index"] for r in sorted(trs, key=lambda r: r["class_index"])] == list(range(K))
+        valid = trs[0]["valid_pixel_count"]
+        assert sum(r["pixel_count"] for r in trs) == valid
+        mask = Path(mixed_run["out"]) / "masks" / f"{tile_id}.tif"  # type: ignore[arg-type]
+        with rasterio.open(mask) as m:
+            labels = m.read(1)
+        for r in trs:
+            assert r["pixel_count"] == int((labels == r["class_index"]).sum())
+        assert valid == int((labels != 255).sum())
+    rgb = {r["class_index"]: r for r in by_tile["real/RGB.byte"]}
+    with rasterio.open(geotiffs / "RGB.byte.tif") as src:
+        px_area = abs(src.transform.a * src.transform.e)
+    for r in rgb.values():
+        assert r["crs"] == "EPSG:32618" and r["pixel_size_m"] == pytest.approx(300.0)
+        assert r["area_m2"] == pytest.approx(r["pixel_count"] * px_area)
+        assert r["fraction"] == pytest.approx(r["pixel_count"] / r["valid_pixel_count"])
+    nan_tile = by_tile["real/float_nan"]
+    assert all(r["area_m2"] is None and r["crs"] is None for r in nan_tile)
+    assert nan_tile[0]["valid_pixel_count"] == 5  # 3x2 with one NaN
+    empty = by_tile["real/all-nodata"]
+    assert all(r["valid_pixel_count"] == 0 and r["pixel_count"] == 0 and r["fraction"] is None for r in empty)
+
+
+def test_rerun_skips_finished_tiles_and_changes_nothing(mixed_run: dict[str, object], model_dir: str) -> None:
+    out = Path(mixed_run["out"])  # type: ignore[arg-type]
+    before = {p: p.read_bytes() for p in (out / "masks").rglob("*.tif")}
+    summary = run(["--input", str(mixed_run["inp"]), "--output", str(out), "--model", model_dir,
+                   "--precision", "float32", "--patches_per_block", "2"])
+    assert summary.tiles_written == 0 and summary.tiles_skipped == len(before) and summary.failures == 4
+    assert {p: p.read_bytes() for p in (out / "masks").rglob("*.tif")} == before
+
+
+def test_bad_options_fail_before_the_pipeline(tmp_path: Path, model_dir: str) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "a.tif", np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(ConfigError, match="no files match"):
+        run(["--input", str(tmp_path / "nothing" / "*.tif"), "--output", str(tmp_path / "o"), "--model", model_dir])
+    no_card = tmp_path / "model"
+    no_card.mkdir()
+    with pytest.raises(ConfigError, match="no card.json"):
+        run(["--input", str(src), "--output", str(tmp_path / "o"), "--model", str(no_card)])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not writable"):
+        run(["--input", str(src), "--output", str(blocker / "sub"), "--model", model_dir])
+    with pytest.raises(ConfigError, match="--bands"):
+        run(["--input", str(src), "--output", str(tmp_path / "o"), "--model", model_dir, "--bands", "1,2"])
+    with pytest.raises(ConfigError, match="--halo"):
+        run(["--input", str(src), "--output", str(tmp_path / "o"), "--model", model_dir, "--halo", "64"])
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,56 @@
+"""Segment an in-memory image with exactly the pipeline's plan → patchify → predict → stitch code.
+
+For images that fit in memory (evaluation, benchmarks' references, tests): the figures they
+produce describe what the pipeline gives users, because the same functions do the work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.predictor import Predictor
+from transforms.plan import plan_blocks
+from transforms.read import normalise, patchify
+from transforms.stitch import stitch_labels, stitch_scores
+
+
+def segment_array(
+    image: np.ndarray,
+    predictor: Predictor,
+    divisor: float,
+    patch_size: int | None = None,
+    halo: int | None = None,
+    patches_per_block: int = 4,
+    stitch: str = "overlap",
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Raw (H, W, C) image → (H, W) uint8 labels (no nodata handling: every pixel is labelled)."""
+    card = predictor.card
+    patch = patch_size or card.patch_size
+    halo = card.halo if halo is None else halo
+    h, w = image.shape[:2]
+    out = np.empty((h, w), dtype=np.uint8)
+    for block in plan_blocks("array", h, w, patch, halo, card.size_multiple, patches_per_block):
+        r, c, bh, bw = block.window
+        win = image[r:r + bh, c:c + bw]
+        pad = ((0, bh - win.shape[0]), (0, bw - win.shape[1]), (0, 0))
+        if any(p[1] for p in pad):
+            win = np.pad(win, pad, mode="symmetric")
+        patches = patchify(normalise(win, divisor, card), block.patch_offsets, block.patch_shape)
+        if stitch == "overlap":
+            core = stitch_labels(block, predictor.predict_labels(patches, batch_size))
+        else:
+            core = stitch_scores(block, predictor.predict_scores(patches, batch_size))
+        r0, r1, c0, c1 = block.core
+        out[r0:r1, c0:c1] = core
+    return out
+
+
+def whole_image_labels(image: np.ndarray, predictor: Predictor, divisor: float) -> np.ndarray:
+    """Reference: one forward pass over the whole image (padded to the size multiple), (H, W) uint8."""
+    m = predictor.card.size_multiple
+    h, w = image.shape[:2]
+    ph, pw = -(-h // m) * m, -(-w // m) * m
+    padded = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
+    x = normalise(padded, divisor, predictor.card)[None]
+    return predictor.predict_labels(x, 1)[0, :h, :w]
