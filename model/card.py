@@ -171,7 +171,12 @@ _REQUIRED = {
 
 
 def load_card(model_dir: str) -> ModelCard:
-    """Read and validate ``model_dir/card.json``; the model file it names must exist."""
+    """Read and validate ``model_dir/card.json``; the model file it names must exist.
+
+    ``model_dir`` may be a ``gs://`` (or other fsspec) URI: a model can live beside the data.
+    """
+    if "://" in model_dir:
+        return _load_remote_card(model_dir)
     path = os.path.join(model_dir, CARD_FILE)
     if not os.path.isdir(model_dir):
         raise ModelCardError(f"model directory {model_dir} does not exist; pass --model DIR")
@@ -187,6 +192,24 @@ def load_card(model_dir: str) -> ModelCard:
         raise ModelCardError(f"{path}: cannot read model card ({exc})") from None
     card = card_from_json(data, where=path)
     if not os.path.isfile(os.path.join(model_dir, card.model_file)):
+        raise ModelCardError(f"{path} names {card.model_file}, which is not in {model_dir}")
+    return card
+
+
+def _load_remote_card(model_dir: str) -> ModelCard:
+    from transforms import fileio
+
+    path = fileio.join(model_dir, CARD_FILE)
+    try:
+        with fileio.open_file(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ModelCardError(f"model directory {model_dir} has no {CARD_FILE}; a model dir needs the .keras file "
+                             "and its model card (see model/card.py)") from None
+    except (OSError, ValueError) as exc:
+        raise ModelCardError(f"{path}: cannot read model card ({exc})") from None
+    card = card_from_json(data, where=path)
+    if not fileio.exists(fileio.join(model_dir, card.model_file)):
         raise ModelCardError(f"{path} names {card.model_file}, which is not in {model_dir}")
     return card
 

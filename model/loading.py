@@ -99,6 +99,15 @@ def set_precision(model: Any, precision: str) -> Any:
     return rebuilt
 
 
+def _load_keras(local: str, shown: str) -> Any:
+    import keras
+
+    try:
+        return keras.saving.load_model(local, compile=False, safe_mode=True)
+    except Exception as exc:  # keras raises many types for bad or unsafe files
+        raise ModelCardError(f"{shown}: cannot load model in safe mode ({exc})") from None
+
+
 @dataclass
 class LoadedModel:
     card: ModelCard
@@ -109,14 +118,19 @@ class LoadedModel:
 def load_model(model_dir: str, precision: str = "auto") -> LoadedModel:
     """Load ``model_dir`` (card + .keras, safe mode) at ``precision`` ('auto' resolved here)."""
     _quiet_tf()
-    import keras
-
     card = load_card(model_dir)
-    path = os.path.join(model_dir, card.model_file)
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # keras raises many types for bad files
-        raise ModelCardError(f"{path}: cannot load model in safe mode ({exc})") from None
+    if "://" in model_dir:
+        from transforms import fileio
+
+        path = fileio.join(model_dir, card.model_file)
+        with fileio.local_scratch() as tmp:
+            local = os.path.join(tmp, card.model_file)
+            with fileio.open_file(path, "rb") as src, open(local, "wb") as dst:
+                dst.write(src.read())
+            model = _load_keras(local, path)
+    else:
+        path = os.path.join(model_dir, card.model_file)
+        model = _load_keras(path, path)
     chosen = resolve_precision(precision, card)
     model = set_precision(model, chosen)
     log.info("loaded %s from %s at %s", card.model_id, path, chosen)

@@ -135,7 +135,7 @@ def write_mask_cog(
     if tile.crs_wkt:
         profile["crs"] = CRS.from_wkt(tile.crs_wkt)
     try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
+        with rasterio.open(tmp, "w", **profile) as dst:
             for staged in blocks:
                 r0, r1, c0, c1 = staged.block.core
                 core = load_core(staged.uri)
