@@ -24,8 +24,10 @@ Everything changed is restored by :meth:`GcsEmulator.stop`.
 Usage::
 
     with GcsEmulator() as emu:
-        emu.create_bucket("my-bucket")
-        fileio.open_file("gs://my-bucket/x.txt", "wb").write(b"...")
+        bucket = emu.create_bucket("my-bucket")  # "gs://my-bucket"
+        with fileio.open_file(bucket + "/x.txt", "wb") as f:
+            f.write(b"...")
+        assert emu.object_bytes("my-bucket", "x.txt") == b"..."
 """
 
 from __future__ import annotations
@@ -52,26 +54,31 @@ class _CountingHandler(_EmulatorRequestHandler):
     """The emulator's handler, plus a log of (method, path, Range header, body bytes sent)."""
 
     def handle_one_request(self) -> None:
-        self._sent = 0
+        self._recorded = False
         self.command = None
         try:
             super().handle_one_request()
         finally:
-            if self.command:  # None when the client closed the connection without a request
-                self.server.record(self.command, self.path, self.headers.get("Range"), self._sent)
+            self._record(0)
 
     def send_header(self, keyword: str, value: str) -> None:
-        # The emulator always sends Content-Length with the whole body in one write.
+        # The emulator sends Content-Length (the whole body) last, just before the body: record
+        # the request now, before the client can see the response.
         if keyword.lower() == "content-length":
-            self._sent = int(value)
+            self._record(int(value))
         super().send_header(keyword, value)
+
+    def _record(self, sent: int) -> None:
+        if self._recorded or not self.command:  # no command: client closed without a request
+            return
+        self._recorded = True
+        self.server.record(self.command, self.path, self.headers.get("Range"), sent)
 
 
 class _Server(http.server.HTTPServer):
     # Single-threaded on purpose: the emulator's storage has no locks. Requests queue on the
     # listening socket instead (each is answered in milliseconds).
     request_queue_size = 128
-    allow_reuse_address = True
 
     def __init__(self, storage: _Storage):
         super().__init__((HOST, 0), partial(_CountingHandler, storage))

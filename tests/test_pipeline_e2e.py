@@ -166,7 +166,7 @@ def test_stats_parquet_contents(mixed_run: dict[str, object], geotiffs: Path) ->
     with rasterio.open(geotiffs / "RGB.byte.tif") as src:
         px_area = abs(src.transform.a * src.transform.e)
     for r in rgb.values():
-        assert r["crs"] == "EPSG:32618" and r["pixel_size_m"] == pytest.approx(300.0)
+        assert r["crs"] == "EPSG:32618" and r["pixel_size_m"] == pytest.approx(px_area ** 0.5)
         assert r["area_m2"] == pytest.approx(r["pixel_count"] * px_area)
         assert r["fraction"] == pytest.approx(r["pixel_count"] / r["valid_pixel_count"])
     nan_tile = by_tile["real/float_nan"]
