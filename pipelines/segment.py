@@ -159,11 +159,13 @@ def _key_failure(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return record["tile_id"], record
 
 
-def _inference_failure(element: Any) -> tuple[str, dict[str, Any]]:
-    """RunInference's dead-letter element (input, exception) → a keyed failure record."""
-    item, exc = element[0], element[1]
-    tile = item.tile
-    return tile.tile_id, failure_record(tile.uri, tile.tile_id, "inference", exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+def _inference_failures(element: Any) -> list[tuple[str, dict[str, Any]]]:
+    """RunInference's dead-letter element (failed batch, exception) → keyed failure records."""
+    batch, exc = element[0], element[1]
+    if not isinstance(exc, BaseException):
+        exc = RuntimeError(str(exc))
+    items = batch if isinstance(batch, (list, tuple)) else [batch]
+    return [(i.tile.tile_id, failure_record(i.tile.uri, i.tile.tile_id, "inference", exc)) for i in items]
 
 
 class SegmentTiles(beam.PTransform):
@@ -196,7 +198,7 @@ class SegmentTiles(beam.PTransform):
         staged = stitched.cores | "StageCores" >> beam.ParDo(StageCoreFn(layout)).with_outputs(FAILED, main="staged")
         block_failures = (
             (read.failed | "KeyReadFailures" >> beam.Map(_key_failure)),
-            (dead.failed_inferences | "KeyInferenceFailures" >> beam.Map(_inference_failure)),
+            (dead.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(_inference_failures)),
             stitched.failed,
             staged.failed,
         ) | "FlattenBlockFailures" >> beam.Flatten()

@@ -204,3 +204,22 @@ def test_bad_options_fail_before_the_pipeline(tmp_path: Path, model_dir: str) ->
     with pytest.raises(ConfigError, match="--halo"):
         run(["--input", str(src), "--output", str(tmp_path / "o"), "--model", model_dir, "--halo", "64"])
     assert not (tmp_path / "o").exists()
+
+
+def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Path) -> None:
+    import json
+
+    bad_model = tmp_path / "model"
+    write_binning_model(str(bad_model), bands=("gray",), num_classes=3)  # the .keras takes 1 channel
+    card = json.loads((bad_model / "card.json").read_text())
+    card["input_bands"], card["normalisation"]["mean"], card["normalisation"]["std"] = ["red", "green", "blue"], [0, 0, 0], [1, 1, 1]
+    (bad_model / "card.json").write_text(json.dumps(card))
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "a.tif", np.zeros((3, 40, 40), np.uint8), photometric="RGB")
+    summary = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", str(bad_model),
+                   "--precision", "float32"])
+    assert (summary.tiles_written, summary.failures) == (0, 1)
+    row = pq.read_table(summary.failures_uri).to_pylist()[0]
+    assert row["stage"] == "inference" and row["tile_id"] == "a" and str(src / "a.tif") in row["message"]
+    assert not (tmp_path / "out" / "masks").exists() or not any((tmp_path / "out" / "masks").iterdir())
