@@ -99,6 +99,7 @@ def _child(args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_pipeline":
         return _child(argv[1:])
     from pipelines.segment import DEFAULT_MODEL

@@ -12,8 +12,11 @@ model's size multiple ``m``, at most the card's ``patch_size``) and halo ``h``:
 Consecutive starts differ by at most ``s - 2h``, so every core pixel has at least ``h`` pixels of
 context inside its patch on each side, except at the tile border, where the image ends anyway and
 the patch sees the same border a whole-image pass would. The cores partition [0, L) exactly.
-Among admissible ``s`` we take the one with the least computed length ``n * s`` (ties: the
-larger ``s``). A tile smaller than one patch gets one patch of ``roundup(L, m)``, padded.
+Among admissible ``s`` — the card's patch size, and smaller multiples of ``lcm(m, 64)`` — we
+take the one with the least computed length ``n * s`` (ties: the larger ``s``). Edges that are
+multiples of 64 matter: on the reference CPU (oneDNN, bfloat16) a U-Net runs 512² patches at
+2.5 MPix/s but 496² or 480² patches at 1.3 MPix/s. A tile smaller than one patch gets one patch
+of ``roundup(L, m)``, padded.
 
 Blocks group up to ``patches_per_block`` consecutive patches per axis: one windowed read per
 block, and blended stitching (an option) can blend the patches inside a block.
@@ -59,6 +62,10 @@ def _grid(length: int, s: int, halo: int) -> AxisPlan:
     return AxisPlan(length, s, starts, (0, *inner, length))
 
 
+#: Patch edges are kept to multiples of this where possible (see the module docstring).
+FAST_STEP = 64
+
+
 def plan_axis(length: int, max_patch: int, halo: int, multiple: int) -> AxisPlan:
     """Cheapest admissible patch grid along an axis of ``length`` pixels (see module docstring)."""
     if length < 1:
@@ -67,13 +74,15 @@ def plan_axis(length: int, max_patch: int, halo: int, multiple: int) -> AxisPlan
         raise ValueError(f"patch size {max_patch} must be a multiple of {multiple} and exceed 2*halo ({2 * halo})")
     if length <= max_patch:
         return _grid(length, _roundup(length, multiple), halo)
+    step = math.lcm(multiple, FAST_STEP)
+    candidates = [max_patch] + [s for s in range(max_patch - max_patch % step, 0, -step) if s != max_patch]
     best: AxisPlan | None = None
-    s = max_patch
-    while s > 2 * halo:
+    for s in candidates:
+        if s <= 2 * halo:
+            break
         plan = _grid(length, s, halo)
         if best is None or plan.n * plan.patch < best.n * best.patch:
             best = plan
-        s -= multiple
     assert best is not None
     return best
 
