@@ -78,7 +78,7 @@ def _smooth(t: np.ndarray) -> np.ndarray:
 
 # Salts: one per independent random quantity.
 (_S_HLINE, _S_HCURVE, _S_VLINE, _S_BLOCK, _S_ZONE, _S_WATER, _S_RIVER, _S_VEG, _S_TREE,
- _S_TEX, _S_ROOF, _S_PIX, _S_DUNE, _S_TINT) = range(101, 115)
+ _S_TEX, _S_ROOF, _S_PIX, _S_DUNE, _S_TINT, _S_GAIN) = range(101, 116)
 
 # --------------------------------------------------------------------------------------------
 # Value noise. The lattice is global (integer multiples of ``scale`` metres), the interpolation
@@ -149,25 +149,31 @@ RIVER_SCALES, RIVER_WEIGHTS = (800.0, 260.0), (0.7, 0.3)
 RIVER_HALF, RIVER_BEACH = 0.010, 0.005
 
 # Block kinds: (probability, build prob, lot size min, lot size range, margin min frac,
-#               margin range frac, vegetation threshold, street trees)
+#               margin range frac, vegetation threshold, street trees, pool prob)
 _KINDS = np.array([
-    (0.46, 0.92, 22.0, 22.0, 0.07, 0.12, 0.74, 1.0),   # dense urban
-    (0.22, 0.80, 18.0, 10.0, 0.18, 0.12, 0.52, 1.0),   # villas with gardens
-    (0.12, 0.06, 30.0, 10.0, 0.20, 0.10, 0.36, 1.0),   # park
-    (0.20, 0.00, 30.0, 10.0, 0.20, 0.10, 0.80, 0.0),   # open lot (sand or gravel)
+    (0.46, 0.92, 22.0, 22.0, 0.07, 0.12, 0.74, 1.0, 0.06),   # dense urban
+    (0.22, 0.80, 18.0, 10.0, 0.18, 0.12, 0.52, 1.0, 0.55),   # villas with gardens and pools
+    (0.12, 0.06, 30.0, 10.0, 0.20, 0.10, 0.36, 1.0, 0.00),   # park
+    (0.20, 0.00, 30.0, 10.0, 0.20, 0.10, 0.80, 0.0, 0.00),   # open lot (sand or gravel)
 ], dtype=np.float32)
 _KIND_CUM = np.cumsum(_KINDS[:, 0])
 _DESERT_VEG = 0.80
 
+# Roof colours overlap the other classes on purpose: sand-coloured, asphalt-grey, blue and green
+# roofs exist, so labels need shape and context (edges, parapets, shadows), not colour alone.
 _ROOFS = np.array([
-    (222, 222, 216), (186, 182, 172), (138, 138, 136), (172, 98, 72),
-    (202, 186, 150), (92, 102, 118), (232, 226, 202), (122, 132, 152),
+    (222, 222, 216), (186, 182, 172), (128, 128, 126), (172, 98, 72),
+    (198, 178, 138), (92, 102, 118), (232, 226, 202), (72, 118, 160),
+    (104, 132, 96), (150, 146, 136), (212, 196, 160), (84, 150, 158),
+    (110, 108, 106), (196, 150, 110), (42, 64, 100), (160, 120, 96),
 ], dtype=np.float32)
 _GROUNDS = np.array([
     (198, 178, 138),   # sand
     (150, 145, 133),   # compacted gravel (close to worn asphalt)
     (176, 164, 140),   # dusty beige
     (186, 160, 122),   # darker sand
+    (118, 114, 106),   # dark compacted earth (like asphalt)
+    (150, 118, 88),    # reddish soil
 ], dtype=np.float32)
 
 
@@ -228,8 +234,9 @@ def _block_tables(seed: int, js, is_, base, amp, hhalf):
     big = (_unit(hb, 16) < 0.07) & (kind == 0)
     nx = np.where(big, 1, nx)
     ny = np.where(big, 1, ny)
-    ground = np.where(kind == 3, (hb >> _U(24)) & _U(1), 2 + ((hb >> _U(25)) & _U(1))).astype(np.int64)
-    ground = np.where(kind == 2, 0, ground)
+    g = ((hb >> _U(24)) & _U(3)).astype(np.int64)
+    ground = np.where(kind == 3, np.array([0, 1, 4, 5])[g], np.array([2, 3, 0, 1])[g])
+    ground = np.where(kind == 2, np.array([0, 3, 5, 5])[g], ground)
     tables = {
         "vx": vx, "vhalf": np.where(vpresent, vhalf, -1.0),
         "x0": x0, "y0": y0, "lw": w / nx, "lh": hgt / ny, "nx": nx, "ny": ny,
@@ -239,7 +246,8 @@ def _block_tables(seed: int, js, is_, base, amp, hhalf):
         "veg": np.where(developed, params[..., 6], _DESERT_VEG),
         "trees": np.where(developed, params[..., 7], 0.0),
         "ground": np.where(developed, ground, 0),
-        "asphalt": 88.0 + 42.0 * _unit(hb, 26, 6),
+        "asphalt": 78.0 + 84.0 * _unit(hb, 26, 6),
+        "pool": np.where(developed, params[..., 8], 0.0),
     }
     return {k: np.ascontiguousarray(v).ravel() for k, v in tables.items()}
 
@@ -365,6 +373,13 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
     edge_d = np.minimum(np.minimum(px - ml, xr - px), np.minimum(py - mt, yb - py))
     edge_d = np.where(lshape, np.minimum(edge_d, np.maximum(np.abs(px - cx_line), np.abs(py - cy_line))), edge_d)
     parapet = building & (edge_d < f32(0.8))
+    # swimming pools in the front yard (labelled water)
+    pool_w = f32(3.0) + f32(5.0) * _unit(h2, 20, 4)
+    pool_h = f32(2.5) + f32(2.0) * _unit(h2, 24, 4)
+    pool_x = ml + (xr - ml - pool_w) * _unit(h2, 28, 4)
+    pool = (present & (_unit(hl, 24, 8) < T["pool"].astype(np.float32)[f]) & (mt > pool_h + f32(1.6))
+            & (xr - ml > pool_w) & (px >= pool_x) & (px < pool_x + pool_w)
+            & (py >= mt - f32(0.8) - pool_h) & (py < mt - f32(0.8)) & ~road)
 
     # --- vegetation -------------------------------------------------------------------------
     vegn = _fbm(seed, _S_VEG, ys, xs, (48.0, 17.0, 6.0), (0.55, 0.3, 0.15))
@@ -380,6 +395,8 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
     river = rn < f32(RIVER_HALF)
     water = lake | river
     beach = ~water & ((wn > f32(WATER_LEVEL - BEACH)) | (rn < f32(RIVER_HALF + RIVER_BEACH)))
+    pool &= ~beach & ~water
+    veg &= ~pool
     depth = np.maximum(np.clip((wn - f32(WATER_LEVEL)) * f32(12.0), 0, 1),
                        np.clip((f32(RIVER_HALF) - rn) * f32(1.0 / RIVER_HALF), 0, 1))
 
@@ -391,6 +408,7 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
     dry = beach | water
     labels[dry] = LAND
     labels[water] = WATER
+    labels[pool] = WATER
 
     # --- colours ------------------------------------------------------------------------------
     tex = _fbm(seed, _S_TEX, ys, xs, (12.0, 3.0), (0.5, 0.5))  # mid-frequency texture
@@ -408,18 +426,35 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
     # vegetation: variable greens, some dry olive
     green_lo = np.array([42, 78, 36], np.float32)
     green_hi = np.array([118, 146, 62], np.float32)
-    dry_veg = np.array([128, 128, 78], np.float32)
+    dry_veg = np.array([142, 128, 88], np.float32)
     vt = (f32(0.6) * _noise(seed, _S_TREE + 50, ys, xs, 2.5) + f32(0.4) * tint)[veg][:, None]
     vcol = green_lo + (green_hi - green_lo) * vt
-    vcol = np.where((tint[veg] > f32(0.82))[:, None], dry_veg * (f32(0.85) + f32(0.3) * vt), vcol)
+    vcol = np.where((tint[veg] > f32(0.72))[:, None], dry_veg * (f32(0.85) + f32(0.3) * vt), vcol)
     img[veg] = vcol
     # shadows darken ground and vegetation
     img[shadow & ~road & ~water] *= f32(0.52)
-    # buildings: roof palette, brightness, parapet
-    roof = _ROOFS[(h2[building] >> _U(8)) & _U(7)]
-    bright = f32(0.86) + f32(0.24) * _unit(h2[building], 12, 4)
+    # buildings: roof palette and brightness; roof structure (seams, rooftop units) and a parapet
+    # contrasting with the roof, so roofs are recognisable locally even in ground colours
+    hb2 = h2[building]
+    roof = _ROOFS[(hb2 >> _U(8)) & _U(15)]
+    bright = f32(0.86) + f32(0.24) * _unit(hb2, 12, 4)
     roof *= (bright * (f32(0.95) + f32(0.08) * tex[building]))[:, None]
-    roof[parapet[building]] *= f32(0.72)
+    h3 = _fmix(hb2 ^ _K[3])
+    style = h3 & _U(3)
+    pxb, pyb = px[building], py[building]
+    period = f32(2.0) + f32(3.0) * _unit(h3, 2, 4)
+    along = np.where(style == 1, pxb, pyb) / period
+    seam = (style != 0) & (style != 3) & (along - np.floor(along) < f32(0.5) / period)
+    roof[seam] *= f32(0.84)
+    cx, cy = np.floor(pxb / f32(5.0)), np.floor(pyb / f32(5.0))
+    ux, uy = pxb - cx * f32(5.0), pyb - cy * f32(5.0)
+    cell = _fmix(h3 ^ (cx.astype(np.int32).view(np.uint32) * _K[0]) ^ (cy.astype(np.int32).view(np.uint32) * _K[1]))
+    unit_ = ((style == 3) & ((cell & _U(3)) == 0) & (ux >= 1.5) & (ux < 3.0) & (uy >= 1.5) & (uy < 3.0))
+    roof[unit_] = np.array([212, 212, 208], np.float32)
+    rim = parapet[building]
+    lum = roof[rim].mean(axis=1, keepdims=True)
+    contrast = np.where(lum < f32(150.0), np.array([230, 230, 224], np.float32), np.array([66, 66, 68], np.float32))
+    roof[rim] = f32(0.5) * roof[rim] + f32(0.5) * contrast
     img[building] = roof
     # roads: asphalt per block, dashed centre lines on wide roads
     asphalt = T["asphalt"].astype(np.float32)[f][road]
@@ -431,13 +466,21 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
     dash_v &= np.floor(Y / f32(6.0)) % 2 == 0
     marks = road & (dash_h | (dash_v & road_v))
     img[marks] = np.array([226, 224, 212], np.float32)
-    # water: turquoise shallows to deep blue
+    # water: turquoise shallows to deep blue, turbid green-brown in places; bright pools
     shallow = np.array([72, 168, 172], np.float32)
+    turbid = np.array([104, 122, 98], np.float32)
     deep = np.array([24, 66, 112], np.float32)
+    tw = np.clip((tint[water] - f32(0.45)) * f32(4.0), 0, 1)[:, None]
+    shore = shallow + (turbid - shallow) * tw
     d = (f32(0.75) * depth + f32(0.25) * tint)[water][:, None]
-    img[water] = (shallow + (deep - shallow) * d) * (f32(0.95) + f32(0.08) * tex[water])[:, None]
+    img[water] = (shore + (deep - shore) * d) * (f32(0.95) + f32(0.08) * tex[water])[:, None]
+    img[pool] = np.array([70, 176, 204], np.float32) * (f32(0.9) + f32(0.15) * tex[pool])[:, None]
 
-    img += (f32(14.0) * pix)[..., None]
+    # illumination and colour balance drift (flight strips, haze), then sensor noise
+    gain = f32(0.84) + f32(0.32) * _noise(seed, _S_GAIN, ys, xs, 700.0)
+    for ch in range(3):
+        img[..., ch] *= gain * (f32(0.94) + f32(0.12) * _noise(seed, _S_GAIN + 1 + ch, ys, xs, 450.0))
+    img += (f32(24.0) * pix)[..., None]
     np.clip(img, 0, 255, out=img)
     return np.rint(img).astype(np.uint8), labels
 
@@ -464,8 +507,8 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
     few windows are in memory at once whatever the scene size.
     """
     import rasterio
+    from affine import Affine
     from rasterio.crs import CRS
-    from rasterio.transform import from_origin
 
     height, width = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     if height <= 0 or width <= 0:
@@ -475,7 +518,8 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
     crs_obj = CRS.from_user_input(crs)
     if not crs_obj.is_projected:
         raise ValueError(f"crs {crs} is not a projected CRS")
-    transform = from_origin(float(origin[0]), float(origin[1]), resolution_m, resolution_m)
+    res = float(resolution_m)
+    transform = Affine(res, 0.0, float(origin[0]), 0.0, -res, float(origin[1]))  # north up
     common = dict(driver="GTiff", width=width, height=height, dtype="uint8", crs=crs_obj,
                   transform=transform, tiled=True, blockxsize=512, blockysize=512,
                   compress="deflate", zlevel=6, BIGTIFF="IF_SAFER", num_threads="ALL_CPUS")
