@@ -12,8 +12,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 CARD_FILE = "card.json"
 
 #: Colour interpretations a card may name, as rasterio's ``ColorInterp`` names them.
@@ -49,17 +47,6 @@ class Normalisation:
 
     def divisor_for(self, dtype: str) -> float:
         return float(self.divisor.get(str(dtype), self.default_divisor))
-
-    def apply(self, raw: np.ndarray, dtype: str) -> np.ndarray:
-        """Normalise ``raw`` of shape (H, W, C) read with ``dtype``; returns float32 (H, W, C)."""
-        out = raw.astype(np.float32, copy=False) * np.float32(1.0 / self.divisor_for(dtype))
-        mean = np.asarray(self.mean, np.float32)
-        std = np.asarray(self.std, np.float32)
-        if np.any(mean != 0):
-            out -= mean
-        if np.any(std != 1):
-            out /= std
-        return out
 
 
 @dataclass(frozen=True)

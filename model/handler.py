@@ -50,10 +50,10 @@ class SegmentationModelHandler(ModelHandler[Any, BlockPrediction, Predictor]):
         for item in batch:
             if self._output == "labels":
                 yield BlockPrediction(item.tile, item.block, item.valid,
-                                      labels=model.predict_labels(item.patches, self._batch_size))
+                                      labels=model.predict_labels(item.patches, self._batch_size, item.tile.scale_divisor))
             else:
                 yield BlockPrediction(item.tile, item.block, item.valid,
-                                      scores=model.predict_scores(item.patches, self._batch_size))
+                                      scores=model.predict_scores(item.patches, self._batch_size, item.tile.scale_divisor))
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         return int(sum(item.patches.nbytes for item in batch))

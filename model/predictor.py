@@ -1,8 +1,10 @@
-"""Predictor: one loaded model that turns normalised patches into labels or class scores.
+"""Predictor: one loaded model that turns patches into labels or class scores.
 
 Argmax and softmax are folded into the graph (backend-neutral keras.ops), so only uint8 labels or
-float32 scores come back to numpy. The pipeline's model handler, the benchmark's bare loop and
-evaluation all use this class, so they measure and predict exactly the same way.
+float32 scores come back to numpy. Raw patches (uint8, uint16, float) can be given with their
+divisor: the model card's normalisation then runs inside the graph too, so the pipeline moves a
+quarter of the bytes and numpy never makes a float copy of a block. The pipeline's model handler,
+the benchmark's bare loop and evaluation all use this class, so they predict the same way.
 """
 
 from __future__ import annotations
@@ -16,37 +18,67 @@ from model.loading import LoadedModel, load_model
 
 class Predictor:
     def __init__(self, loaded: LoadedModel) -> None:
-        import keras
-
         self.card = loaded.card
         self.precision = loaded.precision
         self.model = loaded.model
-        out = self.model.output
-        if self.card.output == "logits":
-            probs = keras.ops.softmax(out, axis=-1)
-        else:
-            probs = out
-        labels = keras.ops.cast(keras.ops.argmax(out, axis=-1), "uint8")
-        self._labels = keras.Model(self.model.input, labels, name="labels")
-        self._scores = keras.Model(self.model.input, keras.ops.cast(probs, "float32"), name="scores")
+        self._graphs: dict[tuple[str, str | None, float | None], Any] = {}
 
     @classmethod
     def from_dir(cls, model_dir: str, precision: str = "auto") -> "Predictor":
         return cls(load_model(model_dir, precision))
 
-    def _run(self, fn: Any, patches: np.ndarray, batch_size: int) -> np.ndarray:
+    def _graph(self, kind: str, dtype: str | None, divisor: float | None) -> Any:
+        """The model with normalisation (for raw input) in front and argmax/softmax behind."""
+        key = (kind, dtype, divisor)
+        graph = self._graphs.get(key)
+        if graph is not None:
+            return graph
+        import keras
+
+        ops = keras.ops
+        channels = self.card.num_bands
+        if divisor is None:
+            inputs = keras.Input((None, None, channels), dtype="float32")
+            x = inputs
+        else:
+            inputs = keras.Input((None, None, channels), dtype=dtype)
+            x = ops.cast(inputs, "float32") * (1.0 / divisor)
+            mean = np.asarray(self.card.normalisation.mean, np.float32)
+            std = np.asarray(self.card.normalisation.std, np.float32)
+            if np.any(mean != 0):
+                x = x - mean
+            if np.any(std != 1):
+                x = x / std
+        out = self.model(x)
+        if kind == "labels":
+            result = ops.cast(ops.argmax(out, axis=-1), "uint8")
+        else:
+            result = ops.cast(ops.softmax(out, axis=-1) if self.card.output == "logits" else out, "float32")
+        graph = keras.Model(inputs, result, name=f"{kind}_graph")
+        self._graphs[key] = graph
+        return graph
+
+    def _run(self, kind: str, patches: np.ndarray, batch_size: int, divisor: float | None) -> np.ndarray:
         if patches.ndim != 4:
             raise ValueError(f"patches must be (N, H, W, C), got shape {patches.shape}")
         m = self.card.size_multiple
         if patches.shape[1] % m or patches.shape[2] % m:
             raise ValueError(f"patch size {patches.shape[1:3]} must be a multiple of {m}")
-        outs = [np.asarray(fn.predict_on_batch(patches[i:i + batch_size])) for i in range(0, len(patches), batch_size)]
+        if divisor is None and patches.dtype != np.float32:
+            raise ValueError("normalised patches must be float32; pass divisor= for raw pixels")
+        graph = self._graph(kind, None if divisor is None else patches.dtype.name, divisor)
+        outs = [np.asarray(graph.predict_on_batch(patches[i:i + batch_size]))
+                for i in range(0, len(patches), batch_size)]
         return np.concatenate(outs, axis=0)
 
-    def predict_labels(self, patches: np.ndarray, batch_size: int = 4) -> np.ndarray:
-        """(N, H, W, C) float32 → (N, H, W) uint8 class indexes."""
-        return self._run(self._labels, patches, batch_size)
+    def predict_labels(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None) -> np.ndarray:
+        """(N, H, W, C) → (N, H, W) uint8 class indexes.
 
-    def predict_scores(self, patches: np.ndarray, batch_size: int = 4) -> np.ndarray:
-        """(N, H, W, C) float32 → (N, H, W, K) float32 class probabilities."""
-        return self._run(self._scores, patches, batch_size)
+        Without ``divisor`` the patches are normalised float32; with it they are raw pixels
+        normalised in the graph as the model card says (``raw / divisor``, then mean/std).
+        """
+        return self._run("labels", patches, batch_size, divisor)
+
+    def predict_scores(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None) -> np.ndarray:
+        """(N, H, W, C) → (N, H, W, K) float32 class probabilities (same input rules)."""
+        return self._run("scores", patches, batch_size, divisor)

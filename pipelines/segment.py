@@ -30,9 +30,10 @@ from transforms import fileio
 from transforms.masks import AssembleTileFn, OutputLayout, StageCoreFn, is_done
 from transforms.plan import PlanBlocksFn
 from transforms.progress import PROGRESS
-from transforms.read import ReadBlockFn
+from transforms import coders
+from transforms.read import BlockInput, ReadBlockFn
 from transforms.records import FAILED, FAILURE_SCHEMA, STATS_SCHEMA, failure_record, write_table
-from transforms.stitch import StitchBlockFn
+from transforms.stitch import BlockCore, StitchBlockFn
 from transforms.tiles import DescribeTileFn, parse_bands
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class SegmentTiles(beam.PTransform):
 
     def expand(self, uris: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         c = self._c
+        coders.register()
         layout = c.layout
         described = uris | "DescribeTiles" >> beam.ParDo(DescribeTileFn(c.root, c.card, c.bands)).with_outputs(FAILED, main="tiles")
         tiles = described.tiles
@@ -189,12 +191,12 @@ class SegmentTiles(beam.PTransform):
             | "PlanBlocks" >> beam.ParDo(PlanBlocksFn(*c.plan_args))
             | "SpreadBlocks" >> beam.Reshuffle()
         )
-        read = blocks | "ReadBlocks" >> beam.ParDo(ReadBlockFn(c.card)).with_outputs(FAILED, main="blocks")
+        read = blocks | "ReadBlocks" >> beam.ParDo(ReadBlockFn(c.card)).with_output_types(BlockInput).with_outputs(FAILED, main="blocks")
         handler = SegmentationModelHandler(
             c.model_dir, c.precision, c.batch_size, "labels" if c.stitch == "overlap" else "scores")
         inferred = read.blocks | "RunInference" >> RunInference(handler).with_exception_handling()
         predictions, dead = inferred[0], inferred[1]
-        stitched = predictions | "StitchBlocks" >> beam.ParDo(_Guard(StitchBlockFn(c.card), "stitch")).with_outputs(FAILED, main="cores")
+        stitched = predictions | "StitchBlocks" >> beam.ParDo(_Guard(StitchBlockFn(c.card), "stitch")).with_output_types(BlockCore).with_outputs(FAILED, main="cores")
         staged = stitched.cores | "StageCores" >> beam.ParDo(StageCoreFn(layout)).with_outputs(FAILED, main="staged")
         block_failures = (
             (read.failed | "KeyReadFailures" >> beam.Map(_key_failure)),

@@ -15,7 +15,9 @@ from transforms.plan import computed_pixels, plan_axis, plan_blocks
 def test_axis_cores_partition_and_keep_halo(length: int, mult: int, data: st.DataObject) -> None:
     patch = mult * data.draw(st.integers(2, 40))
     halo = data.draw(st.integers(0, (patch - 1) // 2))
-    if patch <= 2 * halo:
+    if patch - 2 * halo < mult:
+        with pytest.raises(ValueError):
+            plan_axis(max(length, patch + 1), patch, halo, mult)
         return
     plan = plan_axis(length, patch, halo, mult)
     assert plan.bounds[0] == 0 and plan.bounds[-1] == length
@@ -28,8 +30,9 @@ def test_axis_cores_partition_and_keep_halo(length: int, mult: int, data: st.Dat
             assert c0 - start >= halo, "context before an inner core boundary"
         if c1 < length:
             assert start + plan.patch - c1 >= halo, "context after an inner core boundary"
+        assert start % mult == 0, "patches start on the model's pooling grid"
         if length >= plan.patch:
-            assert 0 <= start and start + plan.patch <= length, "patches stay inside a tile larger than one patch"
+            assert 0 <= start and start + plan.patch <= -(-length // mult) * mult, "at most m-1 px past the tile"
 
 
 def test_axis_grid_formula_example() -> None:
@@ -37,7 +40,7 @@ def test_axis_grid_formula_example() -> None:
     plan = plan_axis(8192, 512, 16, 16)
     assert (plan.n, plan.patch) == (17, 512)
     assert plan.starts[0] == 0 and plan.starts[-1] == 8192 - 512
-    assert plan.starts[1] == (1 * (8192 - 512)) // 16
+    assert plan.starts[1] == 16 * ((1 * (512 - 32)) // 16)
 
 
 def test_axis_smaller_than_patch_is_one_padded_patch() -> None:
@@ -46,11 +49,11 @@ def test_axis_smaller_than_patch_is_one_padded_patch() -> None:
 
 
 def test_axis_picks_cheapest_patch() -> None:
-    # 1000 px with patches up to 512 and halo 32: one 512 patch can't do it; 2 patches of 528
-    # are not allowed, so the cheapest admissible grid is computed and is no worse than s=512.
+    from transforms.plan import _grid
+
     plan = plan_axis(1000, 512, 32, 16)
-    n512 = plan_axis(1000, 512, 32, 512)  # forced to 512
-    assert plan.n * plan.patch <= n512.n * n512.patch
+    costs = [g.n * g.patch for s in (512, 448, 384, 320, 256, 192, 128) if (g := _grid(1000, s, 32, 16))]
+    assert plan.n * plan.patch == min(costs)
 
 
 @settings(max_examples=60, deadline=None)

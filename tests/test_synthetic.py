@@ -135,11 +135,11 @@ def test_shipped_demo_model_loads_and_predicts():
     assert card.model_id == "demo-aerial5@0.1.0"
     assert [(c.name, c.color) for c in card.classes] == list(CLASSES)
     assert card.input_bands == ("red", "green", "blue")
-    assert (card.patch_size, card.halo, card.size_multiple, card.output) == (512, 32, 16, "logits")
+    assert (card.patch_size, card.halo, card.size_multiple, card.output) == (640, 16, 16, "logits")
     assert set(card.precision_agreement) == {"bfloat16", "float16"}
     assert card.metrics["miou"] >= 0.8
     model = keras.saving.load_model(str(DEMO_DIR / card.model_file), compile=False, safe_mode=True)
-    x = card.normalisation.apply(render_window(11, 0, 0, 256, 256)[0], "uint8")[None]
+    x = (render_window(11, 0, 0, 256, 256)[0] / np.float32(card.normalisation.divisor_for("uint8")))[None].astype(np.float32)
     out = np.asarray(model.predict_on_batch(x))
     assert out.shape == (1, 256, 256, len(CLASSES))
     assert out.dtype == np.float32

@@ -338,18 +338,30 @@ def class_areas_m2(
             raise AreaError(f"row_areas has shape {row_areas.shape}, expected ({height},)")
 
     # Invalid pixels go to an extra bin (index num_classes) that is dropped, which avoids
-    # compacting the arrays with a boolean index.
-    masked = np.where(valid, labels, 0).astype(np.intp, copy=False)
-    if masked.size:
-        lo, hi = int(masked.min()), int(masked.max())
-        if lo < 0 or hi >= num_classes:
-            bad = lo if lo < 0 else hi
-            raise AreaError(f"valid pixel has label {bad}, outside [0, {num_classes})")
+    # compacting the arrays with a boolean index. uint8 labels stay uint8 (a 4 Mpx block is
+    # counted in milliseconds); other integer types are widened.
     bins = num_classes + 1
-    flat = np.where(valid, masked, num_classes)
-    if row_areas is None:
+    if labels.dtype == np.uint8 and num_classes < 255:
+        flat = np.where(valid, labels, np.uint8(num_classes))
+        hi = int(flat.max()) if flat.size else 0
+        if hi > num_classes or (hi == num_classes and np.any(valid & (labels == num_classes))):
+            bad = int(labels[valid].max())
+            raise AreaError(f"valid pixel has label {bad}, outside [0, {num_classes})")
+    else:
+        masked = np.where(valid, labels, 0).astype(np.intp, copy=False)
+        if masked.size:
+            lo, hi = int(masked.min()), int(masked.max())
+            if lo < 0 or hi >= num_classes:
+                bad = lo if lo < 0 else hi
+                raise AreaError(f"valid pixel has label {bad}, outside [0, {num_classes})")
+        flat = np.where(valid, masked, num_classes)
+    if row_areas is None or (height and np.all(row_areas == row_areas[0])):
         counts = np.bincount(flat.ravel(), minlength=bins)[:num_classes].astype(np.int64)
-        return counts, None
+        if row_areas is None:
+            return counts, None
+        # Constant pixel area (any projected CRS): one product per class.
+        return counts, counts.astype(np.float64) * (float(row_areas[0]) if height else 0.0)
+    flat = flat.astype(np.intp, copy=False)
     # Per-(row, class) counts, then one dot with the row areas: exact counts, one float sum per class.
     flat += (np.arange(height, dtype=np.intp) * bins)[:, None]
     per_row = np.bincount(flat.ravel(), minlength=height * bins).reshape(height, bins)[:, :num_classes]

@@ -1,17 +1,21 @@
 """PlanBlocks: cut a tile into model patches and group them into blocks.
 
 Patch grid along one axis of length ``L`` (pixels), for a patch size ``s`` (a multiple of the
-model's size multiple ``m``, at most the card's ``patch_size``) and halo ``h``:
+model's size multiple ``m``, at most the card's ``patch_size``) and halo ``h``. With
+``L' = roundup(L, m)``, ``S = s / m`` and ``D = floor((s - 2h) / m)``:
 
-    n      = 1                                  if L <= s
-           = ceil((L - 2h) / (s - 2h))          otherwise
-    x_i    = floor(i * (L - s) / (n - 1))       patch starts, i = 0 .. n-1 (first at 0, last at L - s)
-    b_i    = floor((x_{i+1} + x_i + s) / 2)     core boundary: the middle of two patches' overlap
+    n      = 1                                        if L <= s
+           = 1 + ceil((L'/m - S) / D)                 otherwise
+    x_i    = m * floor(i * (L'/m - S) / (n - 1))      patch starts, i = 0 .. n-1 (first 0, last L' - s)
+    b_i    = floor((x_{i+1} + x_i + s) / 2)           core boundary: the middle of two patches' overlap
     core_i = [b_{i-1}, b_i), with b_{-1} = 0 and b_{n-1} = L
 
-Consecutive starts differ by at most ``s - 2h``, so every core pixel has at least ``h`` pixels of
-context inside its patch on each side, except at the tile border, where the image ends anyway and
-the patch sees the same border a whole-image pass would. The cores partition [0, L) exactly.
+Every start is a multiple of ``m``: a U-Net pools by ``m``, so a patch that starts off that grid
+sees a different pooling phase than its neighbours (and than a whole-image pass) and disagrees
+with them everywhere, not just near its edge. Consecutive starts differ by at most ``m * D <=
+s - 2h``, so every core pixel has at least ``h`` pixels of context inside its patch on each side,
+except at the tile border, where the image ends anyway. The last patch may run up to ``m - 1``
+pixels past the tile (read as a mirror, never part of a core). The cores partition [0, L).
 Among admissible ``s`` — the card's patch size, and smaller multiples of ``lcm(m, 64)`` — we
 take the one with the least computed length ``n * s`` (ties: the larger ``s``). Edges that are
 multiples of 64 matter: on the reference CPU (oneDNN, bfloat16) a U-Net runs 512² patches at
@@ -52,12 +56,16 @@ def _roundup(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
-def _grid(length: int, s: int, halo: int) -> AxisPlan:
+def _grid(length: int, s: int, halo: int, m: int) -> AxisPlan | None:
+    """The grid for patch size ``s``, or None when ``s`` leaves no room for the halo on the m-grid."""
     if length <= s:
         return AxisPlan(length, s, (0,), (0, length))
-    n = math.ceil((length - 2 * halo) / (s - 2 * halo))
-    n = max(n, 2)
-    starts = tuple((i * (length - s)) // (n - 1) for i in range(n))
+    step = (s - 2 * halo) // m  # largest start-to-start step, in units of m
+    if step < 1:
+        return None
+    span = _roundup(length, m) // m - s // m  # last start, in units of m
+    n = 1 + -(-span // step)
+    starts = tuple(m * ((i * span) // (n - 1)) for i in range(n))
     inner = tuple((starts[i + 1] + starts[i] + s) // 2 for i in range(n - 1))
     return AxisPlan(length, s, starts, (0, *inner, length))
 
@@ -73,17 +81,19 @@ def plan_axis(length: int, max_patch: int, halo: int, multiple: int) -> AxisPlan
     if max_patch % multiple or max_patch <= 2 * halo:
         raise ValueError(f"patch size {max_patch} must be a multiple of {multiple} and exceed 2*halo ({2 * halo})")
     if length <= max_patch:
-        return _grid(length, _roundup(length, multiple), halo)
+        return AxisPlan(length, _roundup(length, multiple), (0,), (0, length))
     step = math.lcm(multiple, FAST_STEP)
     candidates = [max_patch] + [s for s in range(max_patch - max_patch % step, 0, -step) if s != max_patch]
     best: AxisPlan | None = None
     for s in candidates:
         if s <= 2 * halo:
             break
-        plan = _grid(length, s, halo)
-        if best is None or plan.n * plan.patch < best.n * best.patch:
+        plan = _grid(length, s, halo, multiple)
+        if plan is not None and (best is None or plan.n * plan.patch < best.n * best.patch):
             best = plan
-    assert best is not None
+    if best is None:
+        raise ValueError(f"patch size {max_patch} leaves no room for halo {halo} on a grid of {multiple} px; "
+                         f"use a patch of at least {2 * halo + multiple}")
     return best
 
 
@@ -92,7 +102,8 @@ class BlockSpec:
     """One block of a tile: a read window holding several patches, and the core it is responsible for.
 
     All coordinates are tile pixels, rows then columns. The window may extend past the tile's
-    bottom/right edge only when the tile is smaller than a patch (the read pads it).
+    bottom/right edge by less than the size multiple, or to a whole patch when the tile is smaller
+    than one (the read mirrors it in; those pixels are never in a core).
     ``patch_offsets`` are (row, col) of each patch inside the window; ``patch_cores`` are the
     (row0, row1, col0, col1) core of each patch, in tile pixels.
     """

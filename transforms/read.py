@@ -1,4 +1,4 @@
-"""ReadBlock and Patchify: one windowed read per block, normalised as the model card says.
+"""ReadBlock and Patchify: one windowed read per block, cut into raw patches for the model.
 
 The read window is clipped to the tile; anything outside (only when a tile is smaller than one
 patch) is filled by mirroring and marked invalid, so the model sees natural-looking context and
@@ -9,11 +9,15 @@ and NaN is always invalid.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.utils.windowed_value import WindowedValue
 
 from model.card import ModelCard
 from transforms import fileio
@@ -32,7 +36,8 @@ class BlockReadError(IOError):
 class BlockInput:
     """What the model handler needs: the block's patches and where their pixels are valid.
 
-    ``patches``: (K, Hp, Wp, C) float32, normalised. ``valid``: (Hw, Ww) bool over the block window.
+    ``patches``: (K, Hp, Wp, C) raw pixels in the source dtype (the model normalises them with
+    ``tile.scale_divisor`` and the card's mean/std). ``valid``: (Hw, Ww) bool over the block window.
     """
 
     tile: TileSpec
@@ -77,18 +82,6 @@ def read_window(src: object, tile: TileSpec, window: tuple[int, int, int, int]) 
     return raw, valid
 
 
-def normalise(raw: np.ndarray, divisor: float, card: ModelCard) -> np.ndarray:
-    """Raw (…, C) values → model input float32: ``(raw / divisor - mean) / std`` per band."""
-    out = raw.astype(np.float32) * np.float32(1.0 / divisor)
-    mean = np.asarray(card.normalisation.mean, np.float32)
-    std = np.asarray(card.normalisation.std, np.float32)
-    if np.any(mean != 0):
-        out -= mean
-    if np.any(std != 1):
-        out /= std
-    return out
-
-
 def patchify(image: np.ndarray, offsets: tuple[tuple[int, int], ...], shape: tuple[int, int]) -> np.ndarray:
     """Cut (H, W, C) ``image`` into (K, ph, pw, C) patches at the given (row, col) offsets."""
     ph, pw = shape
@@ -106,23 +99,52 @@ def read_block(tile: TileSpec, block: BlockSpec, card: ModelCard) -> BlockInput:
             f"{tile.uri}: cannot read block {block.index} window {block.window} ({exc}); "
             "the file is probably truncated or corrupt - re-copy or re-export it"
         ) from None
-    patches = patchify(normalise(raw, tile.scale_divisor, card), block.patch_offsets, block.patch_shape)
+    patches = patchify(raw, block.patch_offsets, block.patch_shape)
     return BlockInput(tile=tile, block=block, patches=patches, valid=valid)
 
 
 class ReadBlockFn(beam.DoFn):
-    """(TileSpec, BlockSpec) → BlockInput, or a failure record on ``failed``."""
+    """(TileSpec, BlockSpec) → BlockInput, or a failure record on ``failed``.
 
-    def __init__(self, card: ModelCard) -> None:
+    Reads run ``prefetch`` blocks ahead on a small thread pool, so decoding (and, for ``gs://``,
+    network latency) overlaps with inference on the blocks before; GDAL and numpy release the GIL.
+    Elements still in flight at the end of a bundle are emitted from ``finish_bundle``.
+    """
+
+    def __init__(self, card: ModelCard, prefetch: int = 1) -> None:
         self._card = card
+        self._prefetch = prefetch
         self._bytes = beam.metrics.Metrics.counter("tileseg", "bytes_read")
 
-    def process(self, element: tuple[TileSpec, BlockSpec]) -> Iterator[object]:
+    def setup(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self._prefetch), thread_name_prefix="tileseg-read")
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start_bundle(self) -> None:
+        self._pending: deque[tuple[Future[object], Any, Any]] = deque()
+
+    def _read(self, element: tuple[TileSpec, BlockSpec]) -> object:
         tile, block = element
         try:
             result = read_block(tile, block, self._card)
         except Exception as exc:  # noqa: BLE001 - recorded as a failure of this tile
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(tile.uri, tile.tile_id, "read", exc))
-        else:
-            self._bytes.inc(int(result.patches.nbytes))
-            yield result
+            return beam.pvalue.TaggedOutput(FAILED, failure_record(tile.uri, tile.tile_id, "read", exc))
+        self._bytes.inc(int(result.patches.nbytes))
+        return result
+
+    def process(self, element: tuple[TileSpec, BlockSpec], window: Any = beam.DoFn.WindowParam,
+                timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[object]:
+        self._pending.append((self._pool.submit(self._read, element), window, timestamp))
+        while len(self._pending) > self._prefetch:
+            yield self._pending.popleft()[0].result()
+
+    def finish_bundle(self) -> Iterator[object]:
+        while self._pending:
+            future, window, timestamp = self._pending.popleft()
+            out = future.result()
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+            else:
+                yield WindowedValue(out, timestamp, [window])

@@ -10,7 +10,7 @@ import numpy as np
 
 from model.predictor import Predictor
 from transforms.plan import plan_blocks
-from transforms.read import normalise, patchify
+from transforms.read import patchify
 from transforms.stitch import stitch_labels, stitch_scores
 
 
@@ -36,11 +36,11 @@ def segment_array(
         pad = ((0, bh - win.shape[0]), (0, bw - win.shape[1]), (0, 0))
         if any(p[1] for p in pad):
             win = np.pad(win, pad, mode="symmetric")
-        patches = patchify(normalise(win, divisor, card), block.patch_offsets, block.patch_shape)
+        patches = patchify(win, block.patch_offsets, block.patch_shape)
         if stitch == "overlap":
-            core = stitch_labels(block, predictor.predict_labels(patches, batch_size))
+            core = stitch_labels(block, predictor.predict_labels(patches, batch_size, divisor))
         else:
-            core = stitch_scores(block, predictor.predict_scores(patches, batch_size))
+            core = stitch_scores(block, predictor.predict_scores(patches, batch_size, divisor))
         r0, r1, c0, c1 = block.core
         out[r0:r1, c0:c1] = core
     return out
@@ -52,5 +52,4 @@ def whole_image_labels(image: np.ndarray, predictor: Predictor, divisor: float) 
     h, w = image.shape[:2]
     ph, pw = -(-h // m) * m, -(-w // m) * m
     padded = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
-    x = normalise(padded, divisor, predictor.card)[None]
-    return predictor.predict_labels(x, 1)[0, :h, :w]
+    return predictor.predict_labels(padded[None], 1, divisor)[0, :h, :w]
