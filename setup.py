@@ -28,5 +28,5 @@ setup(
         "pillow>=10",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8"]},
-    entry_points={"console_scripts": ["tileseg=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["tileseg=pipelines.cli:console"]},
 )

@@ -36,5 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def exit_now(code: int) -> None:
+    """Flush and leave without running C++ static destructors: TensorFlow's thread pools can abort
+    the process at interpreter exit ("terminate called without an active exception") after all
+    work is done, which would turn a finished run into exit status -6."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def console() -> None:
+    """The ``tileseg`` console script."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

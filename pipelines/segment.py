@@ -345,4 +345,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.cli import exit_now
+
+    exit_now(main(sys.argv[1:]))

@@ -120,7 +120,7 @@ class ReadBlockFn(beam.DoFn):
         self._pool = ThreadPoolExecutor(max_workers=max(1, self._prefetch), thread_name_prefix="tileseg-read")
 
     def teardown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def start_bundle(self) -> None:
         self._pending: deque[tuple[Future[object], Any, Any]] = deque()
