@@ -25,6 +25,12 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import fsspec
+
+# GDAL's block cache defaults to 5 % of RAM and keeps every decoded input tile and every written
+# mask block until it is full, so a process's memory would grow with the tile size (measured:
+# +2.4 bytes per tile pixel from 8192² to 16384²). A fixed cache keeps memory proportional to the
+# block size; GDAL reads this once, before its first use, hence here at import of the I/O layer.
+os.environ.setdefault("GDAL_CACHEMAX", "128")
 from fsspec.implementations.local import LocalFileSystem
 
 _MAGIC = re.compile(r"[*?\[]")
