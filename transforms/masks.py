@@ -147,7 +147,7 @@ def write_mask_cog(
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
             rio_copy(
                 tmp, out_local, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=MASK_BLOCK,
-                OVERVIEW_RESAMPLING="MODE", BIGTIFF="IF_SAFER",
+                OVERVIEW_RESAMPLING="MODE", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
             )
     finally:
         fileio.remove(tmp)
