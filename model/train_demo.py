@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from model import metrics as metrics_lib
+
 from model.card import ClassInfo, ModelCard, Normalisation, save_card
 from model.synthetic import CLASSES, render_window
 
@@ -118,20 +120,11 @@ def predict_labels(model, rgb: np.ndarray, tile: int = PATCH, halo: int = HALO) 
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
-    return np.bincount(truth.ravel().astype(np.int64) * n + pred.ravel(), minlength=n * n).reshape(n, n)
+    return metrics_lib.confusion(truth, pred, n)
 
 
 def scores(cm: np.ndarray) -> dict:
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    iou = np.where(present, tp / np.maximum(union, 1), np.nan)
-    return {
-        "miou": float(np.nanmean(iou)),
-        "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 4))
-                          for (name, _), v in zip(CLASSES, iou)},
-        "pixel_accuracy": float(tp.sum() / cm.sum()),
-    }
+    return metrics_lib.summary(cm, [name for name, _ in CLASSES])
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,23 +21,11 @@ log = logging.getLogger("tileseg.demo")
 PREVIEW_EDGE = 1024
 
 
-def confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts, rows = truth, columns = prediction; pixels outside 0..K-1 in either are ignored."""
-    ok = (truth < num_classes) & (pred < num_classes)
-    idx = truth[ok].astype(np.int64) * num_classes + pred[ok]
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, tp / denom, np.nan)
-
-
 def score_mask(mask_path: str, truth_path: str, num_classes: int) -> np.ndarray:
     """Confusion matrix of a mask against ground truth, read window by window."""
     import rasterio
+
+    from model.metrics import confusion
 
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     with rasterio.open(mask_path) as m, rasterio.open(truth_path) as t:
@@ -98,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mask = os.path.join(results, "masks", "scene.tif")
     cm = score_mask(mask, truth, card.num_classes)
+    from model.metrics import iou_from_confusion
+
     iou = iou_from_confusion(cm)
     preview = os.path.join(work, "preview.png")
     write_preview(image, mask, card.palette(), preview)

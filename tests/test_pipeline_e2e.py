@@ -223,3 +223,26 @@ def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Pat
     row = pq.read_table(summary.failures_uri).to_pylist()[0]
     assert row["stage"] == "inference" and row["tile_id"] == "a" and str(src / "a.tif") in row["message"]
     assert not (tmp_path / "out" / "masks").exists() or not any((tmp_path / "out" / "masks").iterdir())
+
+
+def test_plain_jpeg_and_png_frames(tmp_path: Path, model_dir: str) -> None:
+    from PIL import Image
+
+    src = tmp_path / "frames"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (97, 131, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "street.png")
+    Image.fromarray(rgb).save(src / "street2.jpg", quality=95)
+    summary = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", model_dir,
+                   "--precision", "float32"])
+    assert (summary.tiles_written, summary.failures) == (2, 0)
+    with rasterio.open(tmp_path / "out" / "masks" / "street.tif") as m:
+        labels = m.read(1)
+        assert m.crs is None and (m.width, m.height) == (131, 97)
+    x = rgb.astype(np.float64).mean(-1) / 255 * (K - 1)
+    clear = np.abs(x - np.floor(x) - 0.5) > 1e-3
+    np.testing.assert_array_equal(labels[clear], binning_labels(rgb, K, 255.0)[clear])
+    rows = pq.read_table(summary.stats_uri).to_pylist()
+    assert all(r["area_m2"] is None and r["crs"] is None for r in rows)
+    assert sum(r["pixel_count"] for r in rows if r["tile_id"] == "street") == 97 * 131
