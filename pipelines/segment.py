@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -81,7 +81,6 @@ class SegmentConfig:
     run_id: str
     uris: tuple[str, ...]
     root: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def plan_args(self) -> tuple[int, int, int, int]:

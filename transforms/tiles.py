@@ -141,7 +141,6 @@ def _fingerprint(uri: str) -> str:
 
 def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None) -> TileSpec:
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input."""
-    import rasterio
     from rasterio.errors import RasterioIOError
 
     try:
