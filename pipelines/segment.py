@@ -34,7 +34,7 @@ from transforms import coders
 from transforms.read import BlockInput, ReadBlockFn
 from transforms.records import FAILED, FAILURE_SCHEMA, STATS_SCHEMA, failure_record, write_table
 from transforms.stitch import BlockCore, StitchBlockFn
-from transforms.tiles import DescribeTileFn, parse_bands
+from transforms.tiles import DescribeTileFn, parse_bands, tile_ids
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _inference_failures(element: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 class SegmentTiles(beam.PTransform):
-    """uris → (stats rows, failure records). Masks are written as a side effect, per tile."""
+    """(uri, tile_id) pairs → (stats rows, failure records). Masks are written per tile."""
 
     def __init__(self, config: SegmentConfig) -> None:
         super().__init__()
@@ -292,7 +292,9 @@ def summarise(config: SegmentConfig) -> RunSummary:
 
 
 def build_pipeline(p: beam.Pipeline, config: SegmentConfig) -> None:
-    results = p | "ListTiles" >> beam.Create(list(config.uris)) | "SegmentTiles" >> SegmentTiles(config)
+    ids = tile_ids(list(config.uris), config.root)
+    results = (p | "ListTiles" >> beam.Create([(u, ids[u]) for u in config.uris])
+               | "SegmentTiles" >> SegmentTiles(config))
     _ = results | "WriteRunTables" >> WriteRunTables(config.layout)
 
 

@@ -24,6 +24,13 @@ def test_tile_ids_are_relative_paths_without_extension() -> None:
     assert tile_id_for("/elsewhere/y.tif", "/data/in") == "elsewhere/y"
 
 
+def test_colliding_stems_keep_their_extension() -> None:
+    from transforms.tiles import tile_ids
+
+    ids = tile_ids(["/in/a/x.tif", "/in/a/x.png", "/in/b/x.tif", "/in/c.jpg"], "/in")
+    assert ids == {"/in/a/x.tif": "a/x.tif", "/in/a/x.png": "a/x.png", "/in/b/x.tif": "b/x", "/in/c.jpg": "c"}
+
+
 def test_band_matching_by_colour_interpretation(caplog: pytest.LogCaptureFixture) -> None:
     assert match_bands(["red", "green", "blue"], RGB, "f") == (1, 2, 3)
     assert match_bands(["blue", "green", "red", "alpha"], RGB, "f") == (3, 2, 1)

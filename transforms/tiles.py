@@ -60,17 +60,32 @@ class TileSpec:
         return self.width * self.height
 
 
-def tile_id_for(uri: str, root: str) -> str:
-    """Tile id = path relative to the input root without extension, so a/x.tif != b/x.tif."""
+def tile_id_for(uri: str, root: str, keep_extension: bool = False) -> str:
+    """Tile id = path relative to the input root without extension, so a/x.tif != b/x.tif.
+
+    ``keep_extension`` keeps it (``a/x.png``) for files whose stems collide (see tile_ids).
+    """
     root = root.rstrip("/")
     rel = uri
     if root and root != "." and uri.startswith(root + "/"):
         rel = uri[len(root) + 1:]
     elif "://" in uri:
         rel = uri.split("://", 1)[1]
-    rel = rel.lstrip("/")
-    stem, _ = posixpath.splitext(rel.replace(os.sep, "/"))
+    rel = rel.lstrip("/").replace(os.sep, "/")
+    if keep_extension:
+        return rel
+    stem, _ = posixpath.splitext(rel)
     return stem
+
+
+def tile_ids(uris: list[str], root: str) -> dict[str, str]:
+    """Tile id of each uri; where two files share a stem (a/x.tif, a/x.png) both keep their
+    extension, so no two inputs ever write the same mask."""
+    stems: dict[str, list[str]] = {}
+    for uri in uris:
+        stems.setdefault(tile_id_for(uri, root), []).append(uri)
+    return {uri: tile_id_for(uri, root, keep_extension=len(group) > 1)
+            for group in stems.values() for uri in group}
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -139,7 +154,8 @@ def _fingerprint(uri: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
-def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None) -> TileSpec:
+def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None,
+                  tile_id: str | None = None) -> TileSpec:
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input."""
     from rasterio.errors import RasterioIOError
 
@@ -179,7 +195,7 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         mask_kind = "gdal"
     return TileSpec(
         uri=uri,
-        tile_id=tile_id_for(uri, root),
+        tile_id=tile_id or tile_id_for(uri, root),
         width=width,
         height=height,
         count=count,
@@ -195,15 +211,16 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
 
 
 class DescribeTileFn(beam.DoFn):
-    """uri → TileSpec, or a failure record on the ``failed`` output."""
+    """(uri, tile_id) → TileSpec, or a failure record on the ``failed`` output."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None) -> None:
         self._root = root
         self._card = card
         self._bands = bands
 
-    def process(self, uri: str) -> Iterator[object]:
+    def process(self, element: tuple[str, str]) -> Iterator[object]:
+        uri, tile_id = element
         try:
-            yield describe_tile(uri, self._root, self._card, self._bands)
+            yield describe_tile(uri, self._root, self._card, self._bands, tile_id)
         except Exception as exc:  # noqa: BLE001 - any bad file becomes a failure row, never a crash
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(uri, tile_id_for(uri, self._root), "discover", exc))
+            yield beam.pvalue.TaggedOutput(FAILED, failure_record(uri, tile_id, "discover", exc))
