@@ -27,6 +27,6 @@ setup(
         "psutil>=5.9",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8", "rio-cogeo>=5"]},
     entry_points={"console_scripts": ["tileseg=pipelines.cli:console"]},
 )
