@@ -333,6 +333,14 @@ def _remove_if_empty(uri: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv and any(a in ("-h", "--help") for a in argv):
+        parser = argparse.ArgumentParser(
+            prog="tileseg run", description="Segment rasters into COG masks and per-class area Parquet.",
+            epilog="Any Apache Beam option is accepted too, e.g. --runner DataflowRunner --project P "
+                   "--region R --temp_location gs://B/tmp (see deploy/launch.sh).")
+        SegmentOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "absl", "rasterio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
