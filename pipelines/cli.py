@@ -11,6 +11,7 @@ commands:
           [--batch_size N] [--stitch overlap|blend] [--bands 3,2,1] [any Beam option, e.g. --runner DataflowRunner]
   bench   measure throughput, memory and seam agreement: tileseg bench --size N [--model DIR]
   demo    generate the bundled sample scene, segment it and write a preview
+  evaluate  score a model: tileseg evaluate --model DIR (--dataset NAME --split S | --images DIR --labels DIR) [--tta]
 """
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.demo import main as demo_main
 
         return demo_main(rest)
+    if command == "evaluate":
+        from model.evaluate import main as evaluate_main
+
+        return evaluate_main(rest)
     print(f"tileseg: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -46,6 +46,33 @@ def segment_array(
     return out
 
 
+def segment_scores(
+    image: np.ndarray,
+    predictor: Predictor,
+    divisor: float,
+    patch_size: int | None = None,
+    halo: int | None = None,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Raw (H, W, C) image → (H, W, K) float32 class probabilities, each pixel from the patch whose
+    core holds it (the overlap-tile placement of ``stitch_labels``, applied to scores)."""
+    card = predictor.card
+    patch = patch_size or card.patch_size
+    halo = card.halo if halo is None else halo
+    h, w = image.shape[:2]
+    out = np.empty((h, w, card.num_classes), dtype=np.float32)
+    for block in plan_blocks("array", h, w, patch, halo, card.size_multiple, 1):
+        r, c, bh, bw = block.window
+        win = image[r:r + bh, c:c + bw]
+        pad = ((0, bh - win.shape[0]), (0, bw - win.shape[1]), (0, 0))
+        if any(p[1] for p in pad):
+            win = np.pad(win, pad, mode="symmetric")
+        scores = predictor.predict_scores(win[None], batch_size, divisor)[0]
+        r0, r1, c0, c1 = block.core
+        out[r0:r1, c0:c1] = scores[r0 - r:r1 - r, c0 - c:c1 - c]
+    return out
+
+
 def whole_image_labels(image: np.ndarray, predictor: Predictor, divisor: float) -> np.ndarray:
     """Reference: one forward pass over the whole image (padded to the size multiple), (H, W) uint8."""
     m = predictor.card.size_multiple

@@ -1,0 +1,152 @@
+"""``tileseg evaluate``: pixel accuracy, per-class IoU, mIoU and the confusion matrix of a model.
+
+Every image is predicted through the pipeline's own plan → patch → predict → stitch code
+(``transforms/segment_array.py``), so the figures describe what users get from ``tileseg run``.
+``--tta`` averages class probabilities over the 8 D4 views (flips and quarter turns).
+
+    tileseg evaluate --model DIR (--dataset NAME --split S [--fold K] | --images DIR --labels DIR
+                      [--label_format index|rgb]) [--precision P] [--tta] [--limit N]
+The last line printed is one JSON object with ``miou``, ``pixel_accuracy``, ``per_class_iou``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+from model import datasets
+from model.card import ModelCard, load_card
+from model.metrics import confusion, summary
+
+log = logging.getLogger(__name__)
+
+D4 = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _forward(img: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    out = np.rot90(img, k, axes=(0, 1))
+    return out[:, ::-1] if flip else out
+
+
+def _inverse(img: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if flip:
+        img = img[:, ::-1]
+    return np.rot90(img, -k, axes=(0, 1))
+
+
+def predict(image: np.ndarray, predictor: object, divisor: float, tta: bool = False) -> np.ndarray:
+    """(H, W, C) raw image → (H, W) uint8 labels through the pipeline's patch-and-stitch code."""
+    from transforms.segment_array import segment_array, segment_scores
+
+    if not tta:
+        return segment_array(image, predictor, divisor)  # type: ignore[arg-type]
+    acc = None
+    for k, flip in D4:
+        view = np.ascontiguousarray(_forward(image, k, flip))
+        scores = _inverse(segment_scores(view, predictor, divisor), k, flip)  # type: ignore[arg-type]
+        acc = scores.copy() if acc is None else acc + scores
+    assert acc is not None
+    return np.argmax(acc, axis=-1).astype(np.uint8)
+
+
+def folder_pairs(images: str, labels: str) -> list[datasets.Sample]:
+    """Images and labels matched by file stem; an image without a label is an error."""
+    label_by_stem = {os.path.splitext(f)[0]: os.path.join(labels, f) for f in sorted(os.listdir(labels))}
+    pairs = []
+    for f in sorted(os.listdir(images)):
+        stem = os.path.splitext(f)[0]
+        if stem not in label_by_stem:
+            raise datasets.DatasetError(f"{os.path.join(images, f)} has no label named {stem}.* in {labels}")
+        pairs.append(datasets.Sample(os.path.join(images, f), label_by_stem[stem], stem))
+    if not pairs:
+        raise datasets.DatasetError(f"no images in {images}")
+    return pairs
+
+
+def folder_label(path: str, card: ModelCard, label_format: str) -> np.ndarray:
+    """A label image: class indexes (``index``) or the card's class colours (``rgb``); others ignored."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if label_format == "index":
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int32)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    out = np.full(packed.shape, datasets.IGNORE, np.uint8)
+    for c in card.classes:
+        r, g, b = c.color
+        out[packed == ((r << 16) | (g << 8) | b)] = c.index
+    return out
+
+
+def _samples(a: argparse.Namespace, card: ModelCard) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    if a.dataset:
+        ds = datasets.spec(a.dataset)
+        if len(ds.class_names) != card.num_classes:
+            raise datasets.DatasetError(f"{a.dataset} has {len(ds.class_names)} classes but model {card.model_id} "
+                                        f"has {card.num_classes}; evaluate a model trained for this dataset")
+        for s in datasets.split(a.dataset, a.split, a.fold)[: a.limit]:
+            yield s.name, datasets.load_image(s, ds), datasets.load_label(s, ds)
+    else:
+        for s in folder_pairs(a.images, a.labels)[: a.limit]:
+            image = datasets.load_image(s, datasets.DatasetSpec("folder", (), (), "", card.num_bands))
+            yield s.name, image, folder_label(s.label_path or "", card, a.label_format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.segment import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="tileseg evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--dataset", choices=("dubai-aerial", "camvid", "membrane"))
+    parser.add_argument("--split", default="val", choices=("train", "val"))
+    parser.add_argument("--fold", type=int, default=0, help="membrane cross-validation fold (0-4)")
+    parser.add_argument("--images")
+    parser.add_argument("--labels")
+    parser.add_argument("--label_format", default="index", choices=("index", "rgb"))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--tta", action="store_true", help="average the 8 D4 views")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    a = parser.parse_args(argv)
+    if bool(a.dataset) == bool(a.images or a.labels) or (not a.dataset and not (a.images and a.labels)):
+        parser.error("give either --dataset NAME or both --images DIR and --labels DIR")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    from model.predictor import Predictor
+
+    card = load_card(a.model)
+    predictor = Predictor.from_dir(a.model, a.precision)
+    divisor = card.normalisation.divisor_for("uint8")
+    cm = np.zeros((card.num_classes, card.num_classes), dtype=np.int64)
+    try:
+        for i, (name, image, label) in enumerate(_samples(a, card), 1):
+            pred = predict(image, predictor, divisor, a.tta)
+            cm += confusion(label, pred, card.num_classes)
+            log.info("%d: %s done", i, name)
+    except datasets.DatasetError as exc:
+        print(f"tileseg evaluate: {exc}", file=sys.stderr)
+        return 2
+    names = [c.name for c in card.classes]
+    result = summary(cm, names)
+    print(f"model {card.model_id} ({predictor.precision}{', TTA x8' if a.tta else ''})")
+    print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mIoU {result['miou']:.4f}")
+    for n, v in result["per_class_iou"].items():
+        print(f"  IoU {n:<24} {'n/a' if v is None else f'{v:.4f}'}")
+    print("confusion matrix (rows = truth, columns = prediction):")
+    for n, row in zip(names, cm):
+        print(f"  {n[:12]:<12} " + " ".join(f"{v:>10d}" for v in row))
+    print(json.dumps({**result, "confusion": cm.tolist(), "model": card.model_id,
+                      "precision": predictor.precision, "tta": a.tta}))
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.cli import exit_now
+
+    exit_now(main(sys.argv[1:]))
