@@ -245,13 +245,7 @@ class AssembleTileFn(beam.DoFn):
                 local = fileio.join(tmpdir, "mask.tif")
                 write_mask_cog(tile, staged, self._card, local, tags)
                 fileio.publish(local, mask_uri)
-            from affine import Affine
-            from rasterio.crs import CRS
-
-            from transforms.areas import pixel_area_model
-
-            crs = CRS.from_wkt(tile.crs_wkt) if tile.crs_wkt else None
-            pixel_size = pixel_area_model(crs, Affine(*tile.transform), tile.height, tile.width).pixel_size_m()
+            pixel_size = tile.area_model().pixel_size_m()
             out.extend(stats_rows(tile, staged, self._card, mask_uri, self._precision, pixel_size))
             PROGRESS.tile_done(tile.tile_id, time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others

@@ -16,7 +16,7 @@ import apache_beam as beam
 import numpy as np
 
 from model.card import ModelCard
-from transforms.areas import class_areas_m2, pixel_area_model
+from transforms.areas import class_areas_m2
 from transforms.plan import BlockSpec
 from transforms.tiles import TileSpec
 
@@ -94,11 +94,7 @@ class StitchBlockFn(beam.DoFn):
     def _area_model(self, tile: TileSpec) -> object:
         model = self._area_models.get(tile.tile_id)
         if model is None:
-            from affine import Affine
-            from rasterio.crs import CRS
-
-            crs = CRS.from_wkt(tile.crs_wkt) if tile.crs_wkt else None
-            model = pixel_area_model(crs, Affine(*tile.transform), tile.height, tile.width)
+            model = tile.area_model()
             if len(self._area_models) > 64:
                 self._area_models.clear()
             self._area_models[tile.tile_id] = model

@@ -18,6 +18,7 @@ import apache_beam as beam
 import numpy as np
 
 from model.card import ModelCard
+from transforms.areas import PixelAreaModel, pixel_area_model
 from transforms import fileio
 from transforms.records import FAILED, failure_record
 
@@ -58,6 +59,14 @@ class TileSpec:
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    def area_model(self) -> PixelAreaModel:
+        """Pixel areas in m² for this tile's CRS and transform (see transforms/areas.py)."""
+        from affine import Affine
+        from rasterio.crs import CRS
+
+        crs = CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
+        return pixel_area_model(crs, Affine(*self.transform), self.height, self.width)
 
 
 def tile_id_for(uri: str, root: str, keep_extension: bool = False) -> str:
