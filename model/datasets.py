@@ -260,3 +260,39 @@ def load_label(sample: Sample, ds: DatasetSpec) -> np.ndarray:
         # 0 = membrane (class 0), 255 = cell interior (class 1); threshold any in-between values.
         return (raw >= 128).astype(np.uint8)
     raise DatasetError(f"no label rule for dataset {ds.name!r}")
+
+
+def folder_pairs(images: str, labels: str) -> list[Sample]:
+    """Images and labels from two folders, matched by file stem; an image without a label is an error."""
+    for folder in (images, labels):
+        if not os.path.isdir(folder):
+            raise DatasetError(f"folder {folder} does not exist; pass the images and labels folders")
+    label_by_stem = {os.path.splitext(f)[0]: os.path.join(labels, f) for f in sorted(os.listdir(labels))}
+    pairs = []
+    for f in sorted(os.listdir(images)):
+        stem = os.path.splitext(f)[0]
+        if stem not in label_by_stem:
+            raise DatasetError(f"{os.path.join(images, f)} has no label named {stem}.* in {labels}")
+        pairs.append(Sample(os.path.join(images, f), label_by_stem[stem], stem))
+    if not pairs:
+        raise DatasetError(f"no images in {images}")
+    return pairs
+
+
+def folder_label(path: str, colors: list[tuple[int, int, int]] | tuple, label_format: str) -> np.ndarray:
+    """A folder label image as (H, W) uint8 class indexes.
+
+    ``index``: pixel values are class indexes already (values >= len(colors) become IGNORE);
+    ``rgb``: pixels coloured ``colors[i]`` are class i, every other colour is IGNORE.
+    """
+    img = _open(path)
+    if label_format == "index":
+        raw = np.asarray(img.convert("L"), dtype=np.uint8)
+        return np.where(raw >= len(colors), np.uint8(IGNORE), raw).astype(np.uint8) if colors else raw
+    if label_format != "rgb":
+        raise DatasetError(f"label format must be 'index' or 'rgb', not {label_format!r}")
+    packed = _pack(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    out = np.full(packed.shape, IGNORE, np.uint8)
+    for i, color in enumerate(colors):
+        out[packed == _pack(np.array(color, dtype=np.uint8))] = i
+    return out

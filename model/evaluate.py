@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 
@@ -55,36 +54,6 @@ def predict(image: np.ndarray, predictor: object, divisor: float, tta: bool = Fa
     return np.argmax(acc, axis=-1).astype(np.uint8)
 
 
-def folder_pairs(images: str, labels: str) -> list[datasets.Sample]:
-    """Images and labels matched by file stem; an image without a label is an error."""
-    label_by_stem = {os.path.splitext(f)[0]: os.path.join(labels, f) for f in sorted(os.listdir(labels))}
-    pairs = []
-    for f in sorted(os.listdir(images)):
-        stem = os.path.splitext(f)[0]
-        if stem not in label_by_stem:
-            raise datasets.DatasetError(f"{os.path.join(images, f)} has no label named {stem}.* in {labels}")
-        pairs.append(datasets.Sample(os.path.join(images, f), label_by_stem[stem], stem))
-    if not pairs:
-        raise datasets.DatasetError(f"no images in {images}")
-    return pairs
-
-
-def folder_label(path: str, card: ModelCard, label_format: str) -> np.ndarray:
-    """A label image: class indexes (``index``) or the card's class colours (``rgb``); others ignored."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if label_format == "index":
-            return np.asarray(im.convert("L"), dtype=np.uint8)
-        rgb = np.asarray(im.convert("RGB"), dtype=np.int32)
-    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    out = np.full(packed.shape, datasets.IGNORE, np.uint8)
-    for c in card.classes:
-        r, g, b = c.color
-        out[packed == ((r << 16) | (g << 8) | b)] = c.index
-    return out
-
-
 def _samples(a: argparse.Namespace, card: ModelCard) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     if a.dataset:
         ds = datasets.spec(a.dataset)
@@ -94,9 +63,10 @@ def _samples(a: argparse.Namespace, card: ModelCard) -> Iterator[tuple[str, np.n
         for s in datasets.split(a.dataset, a.split, a.fold)[: a.limit]:
             yield s.name, datasets.load_image(s, ds), datasets.load_label(s, ds)
     else:
-        for s in folder_pairs(a.images, a.labels)[: a.limit]:
+        colors = [c.color for c in card.classes]
+        for s in datasets.folder_pairs(a.images, a.labels)[: a.limit]:
             image = datasets.load_image(s, datasets.DatasetSpec("folder", (), (), "", card.num_bands))
-            yield s.name, image, folder_label(s.label_path or "", card, a.label_format)
+            yield s.name, image, datasets.folder_label(s.label_path or "", colors, a.label_format)
 
 
 def main(argv: list[str] | None = None) -> int:

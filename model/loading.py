@@ -81,6 +81,8 @@ def set_precision(model: Any, precision: str) -> Any:
     """Return ``model`` rebuilt with every layer computing in ``precision`` (weights copied)."""
     import keras
 
+    from model.unet import FLOAT32_LAYERS
+
     if precision == "float32":
         return model
     policy = _POLICY[precision]
@@ -89,9 +91,9 @@ def set_precision(model: Any, precision: str) -> Any:
         cfg = layer_cfg["config"]
         if layer_cfg["class_name"] == "InputLayer":
             continue
-        # The final cast-to-float32 layer keeps its own float32 policy.
+        # The final cast-to-float32 layers (model.unet.FLOAT32_LAYERS) keep their float32 policy.
         if isinstance(cfg.get("dtype"), dict) and cfg["dtype"].get("config", {}).get("name") == "float32" \
-                and cfg.get("name") == "logits":
+                and cfg.get("name") in FLOAT32_LAYERS:
             continue
         cfg["dtype"] = policy
     rebuilt = keras.Model.from_config(config)

@@ -11,6 +11,8 @@ commands:
           [--batch_size N] [--stitch overlap|blend] [--bands 3,2,1] [any Beam option, e.g. --runner DataflowRunner]
   bench   measure throughput, memory and seam agreement: tileseg bench --size N [--model DIR]
   demo    generate the bundled sample scene, segment it and write a preview
+  train   train a model and export it with its card: tileseg train --dataset {dubai-aerial,camvid,membrane,folder}
+          [--arch unet|fcn] [--out DIR] [--fold K|all] [--epochs N] [--max_minutes M] (tileseg train --help)
   evaluate  score a model: tileseg evaluate --model DIR (--dataset NAME --split S | --images DIR --labels DIR) [--tta]
 """
 
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.demo import main as demo_main
 
         return demo_main(rest)
+    if command == "train":
+        from model.train import main as train_main
+
+        return train_main(rest)
     if command == "evaluate":
         from model.evaluate import main as evaluate_main
 

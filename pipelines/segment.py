@@ -38,7 +38,7 @@ from transforms.tiles import DescribeTileFn, parse_bands, tile_ids
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model", "weights", "demo-aerial5")
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model", "weights", "aerial-dubai6")
 RASTER_EXTENSIONS = (".tif", ".tiff", ".gtiff", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".vrt")
 
 

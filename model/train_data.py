@@ -1,0 +1,189 @@
+"""Training data: labelled images held in memory and the tf.data pipeline that feeds training.
+
+Cropping happens in numpy (slicing an in-memory array costs nothing and lets crops come from
+images of any size); everything per pixel (D4 or horizontal flips, photometric jitter,
+normalisation, class-weight maps) runs as TensorFlow ops in a parallel ``map``, prefetched so the
+next batch is ready when the optimiser step ends. Every random choice derives from one seed:
+the generator's numpy RNG picks images and crop positions and hands each crop a seed for the
+stateless TF ops, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from model import datasets
+from model.datasets import IGNORE
+
+
+@dataclass
+class LabelledImages:
+    """(H, W, C) uint8 images with (H, W) uint8 labels (IGNORE where unlabelled)."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        for img, lab, name in zip(self.images, self.labels, self.names):
+            if img.ndim != 3 or img.shape[:2] != lab.shape:
+                raise datasets.DatasetError(f"{name}: image {img.shape} and label {lab.shape} differ in size")
+
+    @property
+    def pixels(self) -> int:
+        return int(sum(lab.size for lab in self.labels))
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        counts = np.zeros(num_classes, np.int64)
+        for lab in self.labels:
+            counts += np.bincount(lab[lab < num_classes].ravel(), minlength=num_classes)
+        return counts
+
+
+def load_samples(samples: list[datasets.Sample], spec: datasets.DatasetSpec,
+                 label_format: str | None = None) -> LabelledImages:
+    """Read a split into memory. ``label_format`` is for folder datasets (``index`` or ``rgb``)."""
+    images, labels = [], []
+    for s in samples:
+        images.append(datasets.load_image(s, spec))
+        if label_format is None:
+            labels.append(datasets.load_label(s, spec))
+        else:
+            labels.append(datasets.folder_label(s.label_path or "", spec.class_colors, label_format))
+    return LabelledImages(images, labels, [s.name for s in samples])
+
+
+def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
+    """Per-class loss weights with mean 1 over the classes present: ``none`` (all 1) or ``sqrt``
+    (inverse square-root frequency: rare classes count more, without median-frequency's extremes)."""
+    n = len(counts)
+    if mode == "none":
+        return np.ones(n, np.float32)
+    if mode != "sqrt":
+        raise ValueError(f"class weighting must be 'none' or 'sqrt', not {mode!r}")
+    freq = counts / max(int(counts.sum()), 1)
+    present = freq > 0
+    w = np.zeros(n, np.float64)
+    w[present] = freq[present] ** -0.5
+    w[present] /= w[present].mean()
+    return w.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """``d4``: the 8 flips/quarter turns (overhead imagery has no "up"); otherwise only
+    left-right flips (street scenes: the sky stays on top). ``jitter``: brightness and contrast
+    amplitude (fraction), with saturation jitter for RGB. ``scale``: a log-uniform zoom range, so
+    the model sees objects at more ground resolutions than the few tiles of a dataset have."""
+
+    d4: bool = True
+    jitter: float = 0.1
+    scale: tuple[float, float] = (1.0, 1.0)  # zoom range: crops of crop/zoom pixels resized to crop
+
+
+#: Generated scenes mixed into aerial training (model/synthetic.py): scene seeds and extent.
+#: The demo scene (seed 2026) and the demo model's validation scene (seed 0) are not among them.
+SYNTHETIC_SEEDS = tuple(range(1, 65))
+SYNTHETIC_EXTENT = 1 << 16
+SYNTHETIC_RESOLUTION_M = 0.5
+
+
+def _crops(data: LabelledImages, crop: int, seed: int, synthetic_fraction: float = 0.0,
+           scale: tuple[float, float] = (1.0, 1.0)) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Endless random crops, images drawn in proportion to their area (every labelled pixel is
+    equally likely). Images smaller than the crop are mirror-padded, their labels padded IGNORE.
+    A ``synthetic_fraction`` of crops instead comes from generated aerial scenes (same classes)."""
+    rng = np.random.default_rng(seed)
+    area = np.array([lab.size for lab in data.labels], np.float64)
+    p = area / area.sum()
+    lo, hi = np.log(scale[0]), np.log(scale[1])
+    while True:
+        size = crop if lo == hi else int(round(crop / np.exp(rng.uniform(lo, hi))))
+        if synthetic_fraction and rng.random() < synthetic_fraction:
+            from model.synthetic import render_window
+
+            scene = int(rng.choice(SYNTHETIC_SEEDS))
+            r, c = (int(v) for v in rng.integers(0, SYNTHETIC_EXTENT - size, 2))
+            rgb, lab = render_window(scene, r, c, size, size, SYNTHETIC_RESOLUTION_M)
+            yield rgb, lab, rng.integers(0, 2**31 - 1, size=2, dtype=np.int64)
+            continue
+        i = int(rng.choice(len(p), p=p))
+        img, lab = data.images[i], data.labels[i]
+        h, w = lab.shape
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        if ph or pw:
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+            lab = np.pad(lab, ((0, ph), (0, pw)), constant_values=IGNORE)
+            h, w = lab.shape
+        r = int(rng.integers(0, h - size + 1))
+        c = int(rng.integers(0, w - size + 1))
+        yield (img[r:r + size, c:c + size], lab[r:r + size, c:c + size],
+               rng.integers(0, 2**31 - 1, size=2, dtype=np.int64))
+
+
+def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | None = None,
+               divisor: float = 255.0) -> Any:
+    """The per-crop TF function: uint8 (image, label, seed) → (float image, int32 label, weights).
+
+    With ``crop``, (zoomed) crops of any size are first resized to crop x crop: the image
+    bilinearly (antialiased when shrinking), the label by nearest neighbour.
+
+    Ignored pixels get label 0 and weight 0, so the loss needs no ignore logic.
+    """
+    import tensorflow as tf
+
+    table = np.zeros(256, np.float32)
+    table[: len(weights)] = weights  # IGNORE (255) and unknown values keep weight 0
+    table_t = tf.constant(table)
+
+    def fn(image, label, seed):
+        seeds = tf.random.experimental.stateless_split(seed, 6)
+        label = label[..., None]
+        if crop is not None:
+            image = tf.cast(tf.round(tf.clip_by_value(
+                tf.image.resize(image, (crop, crop), "bilinear", antialias=True), 0, 255)), tf.uint8)
+            label = tf.image.resize(label, (crop, crop), "nearest")
+        if aug.d4:
+            k = tf.random.stateless_uniform([], seeds[0], 0, 4, dtype=tf.int32)
+            image, label = tf.image.rot90(image, k), tf.image.rot90(label, k)
+        flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
+        image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+        label = tf.cond(flip, lambda: tf.image.flip_left_right(label), lambda: label)
+        x = tf.cast(image, tf.float32) * (1.0 / divisor)
+        if aug.jitter > 0:
+            a = aug.jitter
+            x = tf.image.stateless_random_brightness(x, a, seeds[2])
+            x = tf.image.stateless_random_contrast(x, 1 - a, 1 + a, seeds[3])
+            if channels == 3:
+                x = tf.image.stateless_random_saturation(x, 1 - a, 1 + a, seeds[4])
+            x = tf.clip_by_value(x, 0.0, 1.0)
+        label = tf.cast(label[..., 0], tf.int32)
+        w = tf.gather(table_t, label)
+        label = tf.where(label == IGNORE, 0, label)
+        return x, label, w
+
+    return fn
+
+
+def make_dataset(data: LabelledImages, crop: int, batch: int, seed: int, aug: Augment,
+                 weights: np.ndarray, synthetic_fraction: float = 0.0) -> Any:
+    """Endless ``tf.data.Dataset`` of (images, labels, pixel weights) batches."""
+    import tensorflow as tf
+
+    channels = data.images[0].shape[2]
+    zoom = aug.scale != (1.0, 1.0)
+    side = None if zoom else crop
+    signature = (
+        tf.TensorSpec((side, side, channels), tf.uint8),
+        tf.TensorSpec((side, side), tf.uint8),
+        tf.TensorSpec((2,), tf.int64),
+    )
+    ds = tf.data.Dataset.from_generator(lambda: _crops(data, crop, seed, synthetic_fraction, aug.scale),
+                                        output_signature=signature)
+    ds = ds.map(augment_fn(aug, channels, weights, crop if zoom else None), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).batch(batch, drop_remainder=True).prefetch(2)

@@ -1,0 +1,56 @@
+"""The committed models: cards valid and complete, files small, safe-mode loadable, right outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.card import load_card
+from model.datasets import spec
+from model.loading import load_model
+from pipelines.segment import DEFAULT_MODEL
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
+SHIPPED = {"aerial-dubai6": "dubai-aerial"}
+
+
+def test_default_model_is_the_aerial_model() -> None:
+    assert Path(DEFAULT_MODEL).resolve() == WEIGHTS / "aerial-dubai6"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_card_is_complete(name: str) -> None:
+    card = load_card(str(WEIGHTS / name))
+    ds = spec(SHIPPED[name])
+    assert card.name == name
+    assert [c.name for c in card.classes] == list(ds.class_names)
+    assert [c.color for c in card.classes] == list(ds.class_colors)
+    assert card.input_bands == ("red", "green", "blue")
+    assert (WEIGHTS / name / card.model_file).stat().st_size <= 40e6
+    assert card.precision_agreement["bfloat16"] >= 0.995
+    assert 0 < card.metrics["miou"] <= 1 and card.metrics["split"] == "val"
+    assert card.training["dataset"] == SHIPPED[name]
+    assert 0 < card.training["wall_time_s"] <= 90 * 60
+    assert card.training["command"].startswith("tileseg train --dataset")
+    if "NC" in ds.license:
+        assert "NON-COMMERCIAL" in card.license
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_loads_in_safe_mode_and_predicts(name: str) -> None:
+    from model.predictor import Predictor
+    from model.synthetic import render_window
+
+    loaded = load_model(str(WEIGHTS / name), "float32")
+    card = loaded.card
+    h, w = 2 * card.size_multiple * 3, card.size_multiple * 5
+    image = render_window(3, 0, 0, h, w)[0][None]
+    scores = np.asarray(loaded.model.predict_on_batch(image.astype(np.float32) / 255.0))
+    assert scores.shape == (1, h, w, card.num_classes) and scores.dtype == np.float32
+    labels = Predictor(loaded).predict_labels(image, divisor=255.0)
+    assert labels.shape == (1, h, w) and labels.dtype == np.uint8
+    assert labels.max() < card.num_classes
+    assert np.array_equal(labels[0], scores[0].argmax(-1))

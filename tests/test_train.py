@@ -1,0 +1,235 @@
+"""Training: the tf.data pipeline keeps images and labels aligned, a few steps lower the loss, and
+``tileseg train`` exports a safe-mode model whose card the pipeline reads back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import datasets
+from model.card import load_card
+from model.datasets import IGNORE
+from model.fcn import build_fcn
+from model.loading import set_precision
+from model.synthetic import CLASSES, render_window
+from model.train import TrainConfig, TrainingData, build_model, export_model, macs_per_pixel, train
+from model.train_data import Augment, LabelledImages, augment_fn, class_weights, make_dataset
+from model.unet import bilinear_kernel, build_unet
+
+AERIAL = datasets.DatasetSpec("synthetic", tuple(n for n, _ in CLASSES), tuple(c for _, c in CLASSES), "test", 3)
+
+
+def _scene_data(count: int, size: int, first_seed: int) -> LabelledImages:
+    pairs = [render_window(first_seed + i, 4096, 4096, size, size) for i in range(count)]
+    return LabelledImages([p[0] for p in pairs], [p[1] for p in pairs], [f"s{i}" for i in range(count)])
+
+
+def _coded(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image whose every pixel is unique, and a label that is a function of the pixel."""
+    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    img = np.stack([idx % 251, (idx // 251) % 251, np.full_like(idx, 7)], -1).astype(np.uint8)
+    lab = (img[..., 0] % 3).astype(np.uint8)
+    lab[img[..., 0] % 17 == 0] = IGNORE
+    return img, lab
+
+
+@pytest.mark.parametrize("d4", [True, False])
+def test_augmentation_keeps_labels_on_their_pixels(d4: bool) -> None:
+    import tensorflow as tf
+
+    img, lab = _coded(32, 32)
+    weights = np.array([0.5, 1.0, 2.0], np.float32)
+    fn = augment_fn(Augment(d4=d4, jitter=0.0), 3, weights)
+    turned = 0
+    for s in range(16):
+        x, y, w = (t.numpy() for t in fn(tf.constant(img), tf.constant(lab), tf.constant([s, 3], tf.int64)))
+        raw = np.rint(x * 255).astype(np.int64)
+        expected = raw[..., 0] % 3
+        ignored = raw[..., 0] % 17 == 0
+        assert np.array_equal(y[~ignored], expected[~ignored])
+        assert np.all(y[ignored] == 0) and np.all(w[ignored] == 0)
+        assert np.allclose(w[~ignored], weights[expected[~ignored]])
+        # Row order: street augmentation only flips left-right, so the top row stays on top.
+        top_is_top = set(raw[0, :, 0] + 251 * raw[0, :, 1]) == set(range(32))
+        turned += not top_is_top
+        if not d4:
+            assert top_is_top
+    assert (turned > 0) == d4
+
+
+def test_jitter_stays_in_range_and_changes_pixels() -> None:
+    import tensorflow as tf
+
+    img, lab = _coded(16, 16)
+    x, _, _ = augment_fn(Augment(d4=False, jitter=0.2), 3, np.ones(3, np.float32))(
+        tf.constant(img), tf.constant(lab), tf.constant([1, 2], tf.int64))
+    x = x.numpy()
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert not np.allclose(x, img / 255.0)
+
+
+def test_dataset_is_repeatable_and_pads_small_images() -> None:
+    data = LabelledImages([np.full((20, 40, 1), 9, np.uint8)], [np.ones((20, 40), np.uint8)], ["small"])
+    batches = [next(iter(make_dataset(data, 32, 2, seed=5, aug=Augment(jitter=0.0), weights=np.ones(2, np.float32))))
+               for _ in range(2)]
+    (x1, y1, w1), (x2, y2, w2) = ([t.numpy() for t in b] for b in batches)
+    assert x1.shape == (2, 32, 32, 1) and y1.shape == (2, 32, 32)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    # The crop is larger than the image in height: padded rows are ignored (weight 0).
+    assert 0 < (w1 == 0).mean() < 1 and np.all(y1[w1 == 0] == 0) and np.all(y1[w1 > 0] == 1)
+
+
+def test_class_weights_are_inverse_sqrt_frequency_with_mean_one() -> None:
+    w = class_weights(np.array([90, 10, 0]), "sqrt")
+    assert w[2] == 0 and np.isclose(w[:2].mean(), 1.0) and np.isclose(w[1] / w[0], 3.0)
+    assert np.array_equal(class_weights(np.array([5, 5]), "none"), [1, 1])
+    with pytest.raises(ValueError):
+        class_weights(np.array([1]), "median")
+
+
+def test_bilinear_upsampling_head_matches_tf_resize() -> None:
+    import keras
+    import tensorflow as tf
+
+    for factor in (2, 4):
+        layer = keras.layers.Conv2DTranspose(3, 2 * factor, strides=factor, padding="same", use_bias=False)
+        z = np.random.default_rng(0).random((1, 6, 5, 3)).astype(np.float32)
+        layer(z)
+        layer.set_weights([bilinear_kernel(factor, 3)])
+        ref = tf.image.resize(z, (6 * factor, 5 * factor)).numpy()
+        out = layer(z).numpy()
+        assert np.allclose(out[:, factor:-factor, factor:-factor], ref[:, factor:-factor, factor:-factor], atol=1e-6)
+
+
+def test_strided_unet_and_fcn_shapes_and_float32_head() -> None:
+    unet = build_unet(4, 3, depth=2, base_filters=4, input_stride=2)
+    fcn = build_fcn(4, 1, depth=3, base_filters=4)
+    assert unet(np.zeros((1, 24, 40, 3), np.float32)).shape == (1, 24, 40, 4)
+    assert fcn(np.zeros((2, 16, 24, 1), np.float32)).shape == (2, 16, 24, 4)
+    fast = set_precision(unet, "bfloat16")
+    assert fast.get_layer("logits_upsample").dtype_policy.name == "float32"
+    assert fast.get_layer("down0_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert not fast.get_layer("logits_upsample").trainable
+
+
+def test_macs_per_pixel_counts_convolutions() -> None:
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)                   # 9*3*8 = 216 per pixel
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(4, 1)(x)                                         # 8*4/4 = 8 per pixel
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2)(x)                     # 4*4*2/4 = 8 per pixel
+    assert macs_per_pixel(keras.Model(inputs, x), size=32) == pytest.approx(232)
+
+
+def _tiny_config(**kw: object) -> TrainConfig:
+    base = dict(dataset="synthetic", name="tiny", depth=2, base_filters=4, crop=64, batch=4, epochs=2,
+                steps_per_epoch=8, lr=5e-3, warmup_steps=2, patience=0, patch_size=64, halo=8,
+                max_minutes=5.0, class_weighting="sqrt")
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_a_few_training_steps_lower_the_loss() -> None:
+    import keras
+
+    cfg = _tiny_config()
+    data = _scene_data(3, 96, first_seed=1)
+    weights = class_weights(data.class_counts(5), "sqrt")
+    fixed = next(iter(make_dataset(data, 64, 8, seed=9, aug=Augment(jitter=0.0), weights=weights)))
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg, 5, 3, "mixed_bfloat16")
+    model.compile(optimizer=keras.optimizers.Adam(5e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y, w = fixed
+    before = float(model.evaluate(x, y, sample_weight=w, verbose=0))
+    model.fit(make_dataset(data, 64, 4, seed=1, aug=Augment(), weights=weights), steps_per_epoch=30, epochs=1,
+              verbose=0)
+    after = float(model.evaluate(x, y, sample_weight=w, verbose=0))
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: float) -> None:
+    from model.predictor import Predictor
+
+    data = TrainingData(AERIAL, _scene_data(3, 96, first_seed=1), _scene_data(1, 80, first_seed=40),
+                        {"rule": "synthetic test scenes"})
+    cfg = _tiny_config(select="best", patience=5, ema=ema)
+    result = train(cfg, data, str(tmp_path), verbose=0)
+    assert len(result.history) == 2 and result.steps == 16
+    assert (tmp_path / "checkpoints" / "best.weights.h5").is_file()
+    card = export_model(cfg, data, result, str(tmp_path), "tileseg train (test)")
+    again = load_card(str(tmp_path))
+    assert again == card
+    assert again.size_multiple == 4 and again.patch_size == 64 and again.halo == 8
+    assert [c.name for c in again.classes] == [n for n, _ in CLASSES]
+    m = again.metrics
+    cm = np.array(m["confusion"])
+    assert cm.sum() == 80 * 80 == m["pixels"]
+    assert m["pixel_accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-4)
+    assert m["pixel_error"] == pytest.approx(1 - m["pixel_accuracy"], abs=1e-4)
+    assert set(again.precision_agreement) == {"bfloat16", "float16"}
+    assert all(0.9 <= v <= 1 for v in again.precision_agreement.values())
+    assert again.training["steps"] == 16 and again.training["wall_time_s"] > 0
+    assert again.training["best_epoch"] in (1, 2)
+    json.dumps(again.to_json())  # everything in the card is plain JSON
+    pred = Predictor.from_dir(str(tmp_path), "float32")
+    labels = pred.predict_labels(np.zeros((1, 64, 64, 3), np.uint8), divisor=255.0)
+    assert labels.shape == (1, 64, 64) and labels.max() < 5
+
+
+def test_bad_train_options_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from model.train import main
+
+    assert main(["--dataset", "membrane", "--crop", "100"]) == 2
+    assert "--crop 100 must be a multiple of 16" in capsys.readouterr().err
+    assert main(["--dataset", "camvid", "--fold", "all"]) == 2
+    assert "cross-validation" in capsys.readouterr().err
+    assert main(["--dataset", "folder", "--images", "x", "--labels", "y"]) == 2
+    assert "--classes" in capsys.readouterr().err
+
+
+def test_folder_dataset_loads_rgb_labels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from model.train import load_training_data
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        lab = np.zeros((8, 8, 3), np.uint8)
+        lab[:, 4:] = (255, 0, 0)
+        lab[0, 0] = (1, 2, 3)  # not a class colour: ignored
+        Image.fromarray(lab).save(tmp_path / "lab" / f"{i}.png")
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps([{"name": "bg", "color": [0, 0, 0]}, {"name": "red", "color": [255, 0, 0]}]))
+    a = argparse.Namespace(dataset="folder", images=str(tmp_path / "img"), labels=str(tmp_path / "lab"),
+                           val_images=None, val_labels=None, label_format="rgb", classes=str(classes),
+                           channels=3, license="CC0")
+    data = load_training_data(a, 0)
+    assert data.spec.class_names == ("bg", "red")
+    assert len(data.train.images) == 2 and data.val.names == ["0"]
+    lab = data.val.labels[0]
+    assert lab[0, 0] == IGNORE and np.all(lab[1:, :4] == 0) and np.all(lab[:, 4:] == 1)
+
+
+def test_zoomed_crops_are_resized_with_labels_kept_apart() -> None:
+    # Left half class 0, right half class 1: after any zoom the label edge stays where the image edge is.
+    img = np.zeros((64, 64, 1), np.uint8)
+    img[:, 32:] = 200
+    lab = (img[..., 0] > 0).astype(np.uint8)
+    data = LabelledImages([img], [lab], ["halves"])
+    ds = make_dataset(data, 32, 8, seed=3, aug=Augment(d4=False, jitter=0.0, scale=(0.5, 2.0)),
+                      weights=np.ones(2, np.float32))
+    x, y, w = (t.numpy() for t in next(iter(ds)))
+    assert x.shape == (8, 32, 32, 1) and y.shape == (8, 32, 32)
+    bright = x[..., 0] > 0.6
+    dark = x[..., 0] < 0.2
+    assert np.all(y[bright & (w > 0)] == 1) and np.all(y[dark & (w > 0)] == 0)
