@@ -101,3 +101,14 @@ def test_predictor_labels_and_scores(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scores.argmax(-1), labels)
     with pytest.raises(ValueError, match="multiple of 16"):
         pred.predict_labels(np.zeros((1, 20, 16, 3), np.float32))
+
+
+def test_accelerator_check_reports_every_precision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from model.accelerator_check import main
+
+    write_binning_model(str(tmp_path))
+    assert main(["--model", str(tmp_path), "--batch", "2", "--seconds", "0.05"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["model"] == "binning@0.0.1" and report["patch"] == 64
+    assert report["float32"]["agreement"] == 1.0
+    assert {"bfloat16", "float16"} <= set(report) and report["bfloat16"]["mpix_s"] > 0

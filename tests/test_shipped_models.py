@@ -54,3 +54,28 @@ def test_shipped_model_loads_in_safe_mode_and_predicts(name: str) -> None:
     assert labels.shape == (1, h, w) and labels.dtype == np.uint8
     assert labels.max() < card.num_classes
     assert np.array_equal(labels[0], scores[0].argmax(-1))
+
+
+@pytest.mark.slow
+def test_aerial_card_metrics_reproduce_on_real_dubai_validation(shared_data: Path) -> None:
+    """The card's validation figures are what the current loaders, patch-and-stitch code and
+    metrics give on the 16 real validation images (so README and card cannot drift from the code)."""
+    from model import datasets
+    from model.metrics import confusion, summary
+    from model.predictor import Predictor
+    from transforms.segment_array import segment_array
+
+    if not (shared_data / "dubai-aerial").is_dir():
+        pytest.skip(f"{shared_data / 'dubai-aerial'} is missing; set TILESEG_DATA to the shared data folder")
+    ds = spec("dubai-aerial")
+    model_dir = str(WEIGHTS / "aerial-dubai6")
+    card = load_card(model_dir)
+    predictor = Predictor.from_dir(model_dir, "float32")
+    cm = np.zeros((5, 5), np.int64)
+    for sample in datasets.split("dubai-aerial", "val"):
+        labels = segment_array(datasets.load_image(sample, ds), predictor, 255.0)
+        cm += confusion(datasets.load_label(sample, ds), labels, 5)
+    # Exact on the machine that exported it; another CPU's kernels may flip a few boundary pixels.
+    assert cm.sum() == card.metrics["pixels"]
+    assert np.abs(cm - np.array(card.metrics["confusion"])).sum() <= 0.001 * cm.sum()
+    assert summary(cm, list(ds.class_names))["miou"] == pytest.approx(card.metrics["miou"], abs=0.002)
