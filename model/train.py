@@ -103,7 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dubai-aerial": dict(name="aerial-dubai6", depth=4, base_filters=24, input_stride=2, dropout=0.1,
                          crop=384, batch=8, epochs=60, steps_per_epoch=60, lr=2e-3, patience=12,
                          class_weighting="sqrt", d4=True, jitter=0.1, zoom=1.4, ema=0.99,
-                         synthetic_fraction=0.15, patch_size=640, halo=32),
+                         synthetic_fraction=0.15, patch_size=768, halo=64),
     "camvid": dict(name="street-camvid11", depth=4, base_filters=16, input_stride=1, dropout=0.1,
                    crop=320, batch=6, epochs=50, steps_per_epoch=55, lr=2e-3, patience=12,
                    class_weighting="sqrt", d4=False, jitter=0.1, patch_size=512, halo=32),
@@ -256,6 +256,7 @@ class TrainResult:
     wall_s: float
     steps: int
     params: int
+    class_weights: np.ndarray
 
 
 def _swap_in_ema(model: Any) -> list[np.ndarray] | None:
@@ -351,7 +352,7 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     print(f"{cfg.arch} {cfg.architecture(card.num_classes, data.spec.in_channels)}: "
           f"{model.count_params():,} parameters, {macs_per_pixel(model) / 1e3:.1f} kMAC/pixel, policy {cfg.policy}; "
           f"{len(data.train.images)} train images ({data.train.pixels / 1e6:.1f} MPix), "
-          f"{len(data.val.images)} val; class weights {np.round(weights, 3).tolist()}", flush=True)
+          f"{len(data.val.images)} val; class weights {[round(float(w), 3) for w in weights]}", flush=True)
     ckpt_dir = os.path.join(out, CHECKPOINTS)
     os.makedirs(ckpt_dir, exist_ok=True)
     start = time.monotonic()
@@ -369,7 +370,7 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     print(f"trained {steps[0]} steps in {wall / 60:.1f} min ({monitor.stop_reason}); "
           f"exporting {'best' if cfg.select == 'best' else 'last'} weights (epoch {best_epoch})", flush=True)
     return TrainResult(export, monitor.history, best_epoch, monitor.best, monitor.stop_reason, wall, steps[0],
-                       model.count_params())
+                       model.count_params(), weights)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,8 +435,7 @@ def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out:
             "architecture": {"arch": cfg.arch, **cfg.architecture(card.num_classes, spec.in_channels)},
             "parameters": result.params, "kmac_per_pixel": round(macs_per_pixel(loaded) / 1e3, 2),
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("name", "version", "description")},
-            "class_weights": [round(float(w), 4) for w in class_weights(data.train.class_counts(card.num_classes),
-                                                                        cfg.class_weighting)],
+            "class_weights": [round(float(w), 4) for w in result.class_weights],
             "steps": result.steps, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
             "best_val_miou_during_training": round(result.best_miou, 4), "stop": result.stop_reason,
             "wall_time_s": round(result.wall_s, 1), "history": result.history,
