@@ -383,13 +383,13 @@ def _agreement(loaded: Any, card: ModelCard, val: LabelledImages, reference: lis
     from model.predictor import Predictor
 
     predictor = Predictor(LoadedModel(card, set_precision(loaded, precision), precision))
-    same = total = 0
-    for image, label, ref in zip(val.images, val.labels, reference):
-        if total and total + ref.size > max_pixels:
-            break
-        _, (pred,) = evaluate_images(predictor, LabelledImages([image], [label], ["x"]), card)
-        same += int(np.sum(pred == ref))
-        total += ref.size
+    # The first images whose pixels fit in max_pixels (always at least one).
+    n, total = 0, 0
+    while n < len(reference) and (n == 0 or total + reference[n].size <= max_pixels):
+        total += reference[n].size
+        n += 1
+    _, preds = evaluate_images(predictor, LabelledImages(val.images[:n], val.labels[:n], val.names[:n]), card)
+    same = sum(int(np.sum(pred == ref)) for pred, ref in zip(preds, reference))
     return round(same / total, 5), total
 
 
