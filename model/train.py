@@ -21,6 +21,7 @@ exports the last weights: the held-out fold never chooses anything, so its figur
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -29,11 +30,12 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from model import datasets
+from model.batchnorm import recalibrate
 from model.card import ClassInfo, ModelCard, Normalisation, save_card
 from model.metrics import confusion, summary
 from model.synthetic import CLASSES as SYNTHETIC_CLASSES
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 CHECKPOINTS = "checkpoints"
+EXPORT_BN_BATCHES = 50  # batch-norm re-measurement of the exported weights (see model/batchnorm.py)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class TrainConfig:
     ema: float = 0.0                # > 0: evaluate and export an exponential moving average of the weights
     warmup_steps: int = 100
     patience: int = 8
+    bn_batches: int = 10            # training batches that re-measure batch-norm statistics before each validation
     select: str = "best"           # "best" (validation mIoU) or "last" (cross-validation)
     max_minutes: float = 85.0
     seed: int = 0
@@ -106,7 +110,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                          synthetic_fraction=0.15, patch_size=768, halo=64),
     "camvid": dict(name="street-camvid11", depth=4, base_filters=16, input_stride=1, dropout=0.1,
                    crop=320, batch=6, epochs=50, steps_per_epoch=55, lr=2e-3, patience=12,
-                   class_weighting="sqrt", d4=False, jitter=0.1, patch_size=512, halo=32),
+                   class_weighting="sqrt", d4=False, jitter=0.1, zoom=1.25, ema=0.99,
+                   patch_size=512, halo=32),
     "membrane": dict(name="membrane", depth=4, base_filters=16, input_stride=1, dropout=0.0,
                      crop=256, batch=4, epochs=25, steps_per_epoch=50, lr=2e-3, patience=0,
                      select="last", class_weighting="none", d4=True, jitter=0.1, patch_size=512, halo=32),
@@ -271,8 +276,8 @@ def _swap_in_ema(model: Any) -> list[np.ndarray] | None:
     return raw
 
 
-def _monitor_callback(cfg: TrainConfig, card: ModelCard, val: LabelledImages, ckpt_dir: str,
-                      deadline: float, steps_done: list[int]) -> Any:
+def _monitor_callback(cfg: TrainConfig, card: ModelCard, val: LabelledImages, calibration: Iterator[Any],
+                      ckpt_dir: str, deadline: float, steps_done: list[int]) -> Any:
     import keras
 
     from model.loading import LoadedModel
@@ -300,6 +305,8 @@ def _monitor_callback(cfg: TrainConfig, card: ModelCard, val: LabelledImages, ck
                 self.predictor = Predictor(LoadedModel(card, self.model, cfg.policy))
             t0 = time.monotonic()
             raw = _swap_in_ema(self.model)
+            # Evaluate (and checkpoint) with statistics measured for the weights being evaluated.
+            recalibrate(self.model, itertools.islice(calibration, cfg.bn_batches))
             cm, _ = evaluate_images(self.predictor, val, card)
             miou = summary(cm, [c.name for c in card.classes])["miou"]
             entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", math.nan)), "val_miou": round(miou, 4),
@@ -357,7 +364,10 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     os.makedirs(ckpt_dir, exist_ok=True)
     start = time.monotonic()
     steps = [0]
-    monitor = _monitor_callback(cfg, card, data.val, ckpt_dir, start + cfg.max_minutes * 60, steps)
+    # Batches for re-measuring batch-norm statistics: the training distribution, another seed.
+    calibration = iter(make_dataset(data.train, cfg.crop, cfg.batch, cfg.seed + 1, augment, weights,
+                                    cfg.synthetic_fraction))
+    monitor = _monitor_callback(cfg, card, data.val, calibration, ckpt_dir, start + cfg.max_minutes * 60, steps)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, callbacks=[monitor], verbose=verbose,
@@ -366,6 +376,8 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     chosen = monitor.best_weights if cfg.select == "best" and monitor.best_weights is not None else model.get_weights()
     export = build_model(cfg, card.num_classes, data.spec.in_channels, "float32")
     export.set_weights(chosen)
+    # The exported float32 weights get their own, more precise statistics.
+    recalibrate(export, itertools.islice(calibration, EXPORT_BN_BATCHES))
     best_epoch = monitor.best_epoch if cfg.select == "best" else len(monitor.history)
     print(f"trained {steps[0]} steps in {wall / 60:.1f} min ({monitor.stop_reason}); "
           f"exporting {'best' if cfg.select == 'best' else 'last'} weights (epoch {best_epoch})", flush=True)
@@ -470,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in (("name", str), ("version", str), ("depth", int), ("base_filters", int),
                        ("input_stride", int), ("dropout", float), ("upsampling", str), ("crop", int),
                        ("batch", int), ("epochs", int), ("steps_per_epoch", int), ("lr", float),
-                       ("weight_decay", float), ("ema", float), ("warmup_steps", int), ("patience", int), ("select", str),
+                       ("weight_decay", float), ("ema", float), ("warmup_steps", int), ("patience", int), ("bn_batches", int), ("select", str),
                        ("max_minutes", float), ("seed", int), ("class_weighting", str), ("jitter", float), ("zoom", float), ("synthetic_fraction", float),
                        ("patch_size", int), ("halo", int), ("policy", str)):
         o.add_argument(f"--{name}", type=kind, default=None)
@@ -503,8 +515,8 @@ def config_from_args(a: argparse.Namespace, fold: int) -> TrainConfig:
         problems.append("--zoom must be >= 1 (1: no zoom)")
     if not 0 <= cfg.ema < 1:
         problems.append("--ema must be in [0, 1) (0: off)")
-    if cfg.epochs < 1 or cfg.steps_per_epoch < 1 or cfg.batch < 1:
-        problems.append("--epochs, --steps_per_epoch and --batch must be >= 1")
+    if cfg.epochs < 1 or cfg.steps_per_epoch < 1 or cfg.batch < 1 or cfg.bn_batches < 1:
+        problems.append("--epochs, --steps_per_epoch, --batch and --bn_batches must be >= 1")
     if problems:
         raise datasets.DatasetError("; ".join(problems))
     return cfg
