@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 CHECKPOINTS = "checkpoints"
-EXPORT_BN_BATCHES = 50  # batch-norm re-measurement of the exported weights (see model/batchnorm.py)
+EXPORT_BN_PIXELS = 8e6  # training pixels that re-measure the exported weights' batch-norm statistics
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    class_weighting="sqrt", d4=False, jitter=0.1, zoom=1.25, ema=0.99,
                    patch_size=512, halo=32),
     "membrane": dict(name="membrane", depth=4, base_filters=16, input_stride=1, dropout=0.0,
-                     crop=256, batch=4, epochs=25, steps_per_epoch=50, lr=2e-3, patience=0,
+                     crop=256, batch=4, epochs=14, steps_per_epoch=25, lr=2e-3, patience=0, ema=0.99,
                      select="last", class_weighting="none", d4=True, jitter=0.1, patch_size=512, halo=32),
     "folder": dict(name="folder-model", depth=4, base_filters=16, input_stride=1, crop=256, batch=8,
                    epochs=30, steps_per_epoch=50, class_weighting="sqrt", d4=True, patch_size=512, halo=32),
@@ -304,6 +304,14 @@ def _monitor_callback(cfg: TrainConfig, card: ModelCard, val: LabelledImages, ca
             if self.predictor is None:  # shares the training model's layers: always current weights
                 self.predictor = Predictor(LoadedModel(card, self.model, cfg.policy))
             t0 = time.monotonic()
+            if cfg.select == "last":
+                # Nothing is selected on the validation split (cross-validation): export measures it once.
+                entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", math.nan)),
+                         "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+                self.history.append(entry)
+                self.model.save_weights(os.path.join(ckpt_dir, "last.weights.h5"))
+                print(f"epoch {epoch + 1:3d}  loss {entry['loss']:.4f}  lr {entry['lr']:.2e}", flush=True)
+                return
             raw = _swap_in_ema(self.model)
             # Evaluate (and checkpoint) with statistics measured for the weights being evaluated.
             recalibrate(self.model, itertools.islice(calibration, cfg.bn_batches))
@@ -377,7 +385,7 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     export = build_model(cfg, card.num_classes, data.spec.in_channels, "float32")
     export.set_weights(chosen)
     # The exported float32 weights get their own, more precise statistics.
-    recalibrate(export, itertools.islice(calibration, EXPORT_BN_BATCHES))
+    recalibrate(export, itertools.islice(calibration, max(cfg.bn_batches, math.ceil(EXPORT_BN_PIXELS / (cfg.batch * cfg.crop**2)))))
     best_epoch = monitor.best_epoch if cfg.select == "best" else len(monitor.history)
     print(f"trained {steps[0]} steps in {wall / 60:.1f} min ({monitor.stop_reason}); "
           f"exporting {'best' if cfg.select == 'best' else 'last'} weights (epoch {best_epoch})", flush=True)
@@ -449,7 +457,7 @@ def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out:
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("name", "version", "description")},
             "class_weights": [round(float(w), 4) for w in result.class_weights],
             "steps": result.steps, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-            "best_val_miou_during_training": round(result.best_miou, 4), "stop": result.stop_reason,
+            "best_val_miou_during_training": round(result.best_miou, 4) if cfg.select == "best" else None, "stop": result.stop_reason,
             "wall_time_s": round(result.wall_s, 1), "history": result.history,
             "precision_agreement_pixels": checked,
             "command": command,

@@ -154,16 +154,19 @@ def test_a_few_training_steps_lower_the_loss() -> None:
     assert after < 0.8 * before, (before, after)
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: float) -> None:
+@pytest.mark.parametrize("ema,select", [(0.0, "best"), (0.9, "best"), (0.9, "last")])
+def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: float, select: str) -> None:
     from model.predictor import Predictor
 
     data = TrainingData(AERIAL, _scene_data(3, 96, first_seed=1), _scene_data(1, 80, first_seed=40),
                         {"rule": "synthetic test scenes"})
-    cfg = _tiny_config(select="best", patience=5, ema=ema)
+    cfg = _tiny_config(select=select, patience=5, ema=ema)
     result = train(cfg, data, str(tmp_path), verbose=0)
     assert len(result.history) == 2 and result.steps == 16
-    assert (tmp_path / "checkpoints" / "best.weights.h5").is_file()
+    # "last" (cross-validation) never looks at the validation split while training.
+    assert all(("val_miou" in h) == (select == "best") for h in result.history)
+    assert (tmp_path / "checkpoints" / "best.weights.h5").is_file() == (select == "best")
+    assert (tmp_path / "checkpoints" / "last.weights.h5").is_file()
     card = export_model(cfg, data, result, str(tmp_path), "tileseg train (test)")
     again = load_card(str(tmp_path))
     assert again == card
@@ -177,7 +180,8 @@ def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: 
     assert set(again.precision_agreement) == {"bfloat16", "float16"}
     assert all(0.9 <= v <= 1 for v in again.precision_agreement.values())
     assert again.training["steps"] == 16 and again.training["wall_time_s"] > 0
-    assert again.training["best_epoch"] in (1, 2)
+    assert again.training["best_epoch"] in ((1, 2) if select == "best" else (2,))
+    assert (again.training["best_val_miou_during_training"] is None) == (select == "last")
     json.dumps(again.to_json())  # everything in the card is plain JSON
     pred = Predictor.from_dir(str(tmp_path), "float32")
     labels = pred.predict_labels(np.zeros((1, 64, 64, 3), np.uint8), divisor=255.0)
