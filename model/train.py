@@ -111,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "camvid": dict(name="street-camvid11", depth=4, base_filters=16, input_stride=1, dropout=0.1,
                    crop=320, batch=6, epochs=50, steps_per_epoch=55, lr=2e-3, patience=12,
                    class_weighting="sqrt", d4=False, jitter=0.1, zoom=1.25, ema=0.99,
-                   patch_size=512, halo=32),
+                   patch_size=768, halo=64),
     "membrane": dict(name="membrane", depth=4, base_filters=16, input_stride=1, dropout=0.0,
                      crop=256, batch=4, epochs=14, steps_per_epoch=25, lr=2e-3, patience=0, ema=0.99,
                      select="last", class_weighting="none", d4=True, jitter=0.1, patch_size=512, halo=32),

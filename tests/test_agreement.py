@@ -7,6 +7,7 @@ and uses the default model's patch size and halo, as the benchmark does.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,3 +42,28 @@ def test_stitched_mask_agrees_with_whole_image_pass(unet: Predictor) -> None:
     assert agreement >= 0.995, f"stitched vs whole-image agreement {agreement:.4f}"
     # Stitching is not a no-op: at least one patch boundary lies inside the image.
     assert len(np.unique(stitched)) > 1
+
+
+def test_street_model_stitches_large_frames_like_one_pass(shared_data: Path) -> None:
+    """The street model at its card's patch and halo, on real CamVid validation frames upscaled
+    to 1200x900 (HD dash-cam size, several patches across)."""
+    from PIL import Image
+
+    from model import datasets
+
+    if not (shared_data / "camvid").is_dir():
+        pytest.skip(f"{shared_data / 'camvid'} is missing; set TILESEG_DATA to the shared data folder")
+    model_dir = os.path.join(os.path.dirname(DEFAULT_MODEL), "street-camvid11")
+    card = load_card(model_dir)
+    street = Predictor.from_dir(model_dir, "float32")
+    ds = datasets.spec("camvid")
+    same = total = 0
+    for sample in datasets.split("camvid", "val")[::50]:
+        frame = np.asarray(Image.fromarray(datasets.load_image(sample, ds)).resize((1200, 900), Image.BILINEAR))
+        assert plan_axis(1200, card.patch_size, card.halo, card.size_multiple).n >= 2
+        stitched = segment_array(frame, street, 255.0)
+        reference = whole_image_labels(frame, street, 255.0)
+        same += int((stitched == reference).sum())
+        total += stitched.size
+        assert len(np.unique(stitched)) >= 4  # a street scene, not one class everywhere
+    assert same / total >= 0.995, f"stitched vs whole-image agreement {same / total:.4f}"

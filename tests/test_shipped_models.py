@@ -13,7 +13,7 @@ from model.loading import load_model
 from pipelines.segment import DEFAULT_MODEL
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
-SHIPPED = {"aerial-dubai6": "dubai-aerial"}
+SHIPPED = {"aerial-dubai6": "dubai-aerial", "street-camvid11": "camvid"}
 
 
 def test_default_model_is_the_aerial_model() -> None:
@@ -57,24 +57,27 @@ def test_shipped_model_loads_in_safe_mode_and_predicts(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_aerial_card_metrics_reproduce_on_real_dubai_validation(shared_data: Path) -> None:
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_card_metrics_reproduce_on_real_validation(name: str, shared_data: Path) -> None:
     """The card's validation figures are what the current loaders, patch-and-stitch code and
-    metrics give on the 16 real validation images (so README and card cannot drift from the code)."""
+    metrics give on the real validation images (so README and card cannot drift from the code)."""
     from model import datasets
     from model.metrics import confusion, summary
     from model.predictor import Predictor
     from transforms.segment_array import segment_array
 
-    if not (shared_data / "dubai-aerial").is_dir():
-        pytest.skip(f"{shared_data / 'dubai-aerial'} is missing; set TILESEG_DATA to the shared data folder")
-    ds = spec("dubai-aerial")
-    model_dir = str(WEIGHTS / "aerial-dubai6")
+    dataset = SHIPPED[name]
+    if not (shared_data / dataset).is_dir():
+        pytest.skip(f"{shared_data / dataset} is missing; set TILESEG_DATA to the shared data folder")
+    ds = spec(dataset)
+    model_dir = str(WEIGHTS / name)
     card = load_card(model_dir)
     predictor = Predictor.from_dir(model_dir, "float32")
-    cm = np.zeros((5, 5), np.int64)
-    for sample in datasets.split("dubai-aerial", "val"):
+    k = card.num_classes
+    cm = np.zeros((k, k), np.int64)
+    for sample in datasets.split(dataset, "val"):
         labels = segment_array(datasets.load_image(sample, ds), predictor, 255.0)
-        cm += confusion(datasets.load_label(sample, ds), labels, 5)
+        cm += confusion(datasets.load_label(sample, ds), labels, k)
     # Exact on the machine that exported it; another CPU's kernels may flip a few boundary pixels.
     assert cm.sum() == card.metrics["pixels"]
     assert np.abs(cm - np.array(card.metrics["confusion"])).sum() <= 0.001 * cm.sum()
