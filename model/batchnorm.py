@@ -26,7 +26,7 @@ def recalibrate(model: Any, batches: Iterable[Any]) -> int:
     drops = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
     if not norms:
         return 0
-    saved = [(layer.momentum, layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+    momenta = [layer.momentum for layer in norms]
     rates = [layer.rate for layer in drops]
     n = 0
     try:
@@ -40,7 +40,7 @@ def recalibrate(model: Any, batches: Iterable[Any]) -> int:
                 layer.momentum = (n - 1) / n
             model(images, training=True)
     finally:
-        for layer, (momentum, _, _) in zip(norms, saved):
+        for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
         for layer, rate in zip(drops, rates):
             layer.rate = rate

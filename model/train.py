@@ -304,11 +304,11 @@ def _monitor_callback(cfg: TrainConfig, card: ModelCard, val: LabelledImages, ca
             if self.predictor is None:  # shares the training model's layers: always current weights
                 self.predictor = Predictor(LoadedModel(card, self.model, cfg.policy))
             t0 = time.monotonic()
+            entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", math.nan)),
+                     "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+            self.history.append(entry)
             if cfg.select == "last":
                 # Nothing is selected on the validation split (cross-validation): export measures it once.
-                entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", math.nan)),
-                         "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-                self.history.append(entry)
                 self.model.save_weights(os.path.join(ckpt_dir, "last.weights.h5"))
                 print(f"epoch {epoch + 1:3d}  loss {entry['loss']:.4f}  lr {entry['lr']:.2e}", flush=True)
                 return
@@ -317,17 +317,15 @@ def _monitor_callback(cfg: TrainConfig, card: ModelCard, val: LabelledImages, ca
             recalibrate(self.model, itertools.islice(calibration, cfg.bn_batches))
             cm, _ = evaluate_images(self.predictor, val, card)
             miou = summary(cm, [c.name for c in card.classes])["miou"]
-            entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", math.nan)), "val_miou": round(miou, 4),
-                     "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-            self.history.append(entry)
+            entry["val_miou"] = round(miou, 4)
             self.model.save_weights(os.path.join(ckpt_dir, "last.weights.h5"))
             if miou > self.best + 1e-4:
                 self.best, self.best_epoch, self.stale = miou, epoch + 1, 0
                 self.best_weights = [np.array(w) for w in self.model.get_weights()]
                 self.model.save_weights(os.path.join(ckpt_dir, "best.weights.h5"))
             elif epoch + 1 > cfg.epochs // 2:
-                # While the learning rate is high, batch-norm statistics lag the weights and the
-                # validation score jumps about: a plateau only counts in the second half.
+                # While the learning rate is high the validation score jumps about: a plateau only
+                # counts in the second half.
                 self.stale += 1
             if raw is not None:  # back to the raw weights the optimiser is updating
                 for var, value in zip(self.model.trainable_variables, raw):
