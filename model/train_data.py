@@ -77,11 +77,16 @@ class Augment:
     """``d4``: the 8 flips/quarter turns (overhead imagery has no "up"); otherwise only
     left-right flips (street scenes: the sky stays on top). ``jitter``: brightness and contrast
     amplitude (fraction), with saturation jitter for RGB. ``scale``: a log-uniform zoom range, so
-    the model sees objects at more ground resolutions than the few tiles of a dataset have."""
+    the model sees objects at more ground resolutions than the few tiles of a dataset have.
+    ``elastic``: the U-Net paper's smooth deformations, a random displacement per node of a coarse
+    ``elastic_grid`` x ``elastic_grid`` grid (normal, this many pixels standard deviation)
+    interpolated bicubically to every pixel; what few labelled images most lack is shape variety."""
 
     d4: bool = True
     jitter: float = 0.1
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range: crops of crop/zoom pixels resized to crop
+    elastic: float = 0.0
+    elastic_grid: int = 3
 
 
 #: Generated scenes mixed into aerial training (model/synthetic.py): scene seeds and extent.
@@ -124,6 +129,43 @@ def _crops(data: LabelledImages, crop: int, seed: int, synthetic_fraction: float
                rng.integers(0, 2**31 - 1, size=2, dtype=np.int64))
 
 
+def elastic_displacement(seed: Any, size: int, sigma: float, grid: int) -> Any:
+    """(size, size, 2) float32 displacements (dy, dx) in pixels: normal on a ``grid`` x ``grid``
+    lattice, bicubic in between."""
+    import tensorflow as tf
+
+    nodes = tf.random.stateless_normal((grid, grid, 2), seed, stddev=sigma)
+    return tf.image.resize(nodes, (size, size), "bicubic")
+
+
+def elastic_warp(image: Any, label: Any, displacement: Any) -> tuple[Any, Any]:
+    """Resample (H, W, C) float ``image`` bilinearly and (H, W, 1) uint8 ``label`` by nearest
+    neighbour at (row, col) + ``displacement``. Label pixels that come from outside the crop
+    become IGNORE (the image there repeats its edge), so no invented labels are learnt."""
+    import tensorflow as tf
+
+    shape = tf.shape(label)
+    h, w = shape[0], shape[1]
+    rows, cols = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
+    sy, sx = rows + displacement[..., 0], cols + displacement[..., 1]
+    hmax, wmax = tf.cast(h - 1, tf.float32), tf.cast(w - 1, tf.float32)
+    inside = (sy >= 0) & (sy <= hmax) & (sx >= 0) & (sx <= wmax)
+    sy, sx = tf.clip_by_value(sy, 0.0, hmax), tf.clip_by_value(sx, 0.0, wmax)
+    y0, x0 = tf.floor(sy), tf.floor(sx)
+    wy, wx = (sy - y0)[..., None], (sx - x0)[..., None]
+    y0i, x0i = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1i, x1i = tf.minimum(y0i + 1, h - 1), tf.minimum(x0i + 1, w - 1)
+
+    def at(y: Any, x: Any, source: Any) -> Any:
+        return tf.gather_nd(source, tf.stack([y, x], -1))
+
+    warped = ((1 - wy) * ((1 - wx) * at(y0i, x0i, image) + wx * at(y0i, x1i, image))
+              + wy * ((1 - wx) * at(y1i, x0i, image) + wx * at(y1i, x1i, image)))
+    nearest = at(tf.cast(tf.round(sy), tf.int32), tf.cast(tf.round(sx), tf.int32), label)
+    nearest = tf.where(inside[..., None], nearest, tf.constant(IGNORE, label.dtype))
+    return warped, nearest
+
+
 def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | None = None,
                divisor: float = 255.0) -> Any:
     """The per-crop TF function: uint8 (image, label, seed) → (float image, int32 label, weights).
@@ -153,6 +195,9 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
         label = tf.cond(flip, lambda: tf.image.flip_left_right(label), lambda: label)
         x = tf.cast(image, tf.float32) * (1.0 / divisor)
+        if aug.elastic > 0:
+            x, label = elastic_warp(x, label, elastic_displacement(seeds[5], tf.shape(label)[0], aug.elastic,
+                                                                   aug.elastic_grid))
         if aug.jitter > 0:
             a = aug.jitter
             x = tf.image.stateless_random_brightness(x, a, seeds[2])

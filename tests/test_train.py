@@ -237,3 +237,56 @@ def test_zoomed_crops_are_resized_with_labels_kept_apart() -> None:
     bright = x[..., 0] > 0.6
     dark = x[..., 0] < 0.2
     assert np.all(y[bright & (w > 0)] == 1) and np.all(y[dark & (w > 0)] == 0)
+
+
+def test_elastic_warp_moves_pixels_and_labels_together_and_ignores_outside() -> None:
+    import tensorflow as tf
+
+    from model.train_data import elastic_displacement, elastic_warp
+
+    img, lab = _coded(24, 24)
+    x = tf.constant(img[..., :1].astype(np.float32))
+    y = tf.constant(lab[..., None])
+    # No displacement: identity.
+    same_x, same_y = elastic_warp(x, y, tf.zeros((24, 24, 2)))
+    assert np.array_equal(same_x.numpy(), img[..., :1]) and np.array_equal(same_y.numpy()[..., 0], lab)
+    # A constant displacement of (+2 rows, -3 cols) is a shift; pixels from outside are ignored.
+    shift = tf.concat([tf.fill((24, 24, 1), 2.0), tf.fill((24, 24, 1), -3.0)], -1)
+    sx, sy = (t.numpy() for t in elastic_warp(x, y, shift))
+    assert np.array_equal(sx[:22, 3:, 0], img[2:, :21, 0]) and np.array_equal(sy[:22, 3:, 0], lab[2:, :21])
+    assert np.all(sy[22:, :, 0] == IGNORE) and np.all(sy[:, :3, 0] == IGNORE)
+    # Half a pixel: the image interpolates, the label takes a neighbour's value.
+    half = tf.concat([tf.fill((24, 24, 1), 0.5), tf.zeros((24, 24, 1))], -1)
+    hx, _ = elastic_warp(x, y, half)
+    assert np.allclose(hx.numpy()[:23, :, 0], (img[:23, :, 0] + img[1:, :, 0].astype(np.float32)) / 2)
+    # Random fields: smooth (bicubic between 3x3 nodes), about sigma pixels, repeatable per seed.
+    d1 = elastic_displacement(tf.constant([4, 2], tf.int64), 64, 10.0, 3).numpy()
+    d2 = elastic_displacement(tf.constant([4, 2], tf.int64), 64, 10.0, 3).numpy()
+    assert d1.shape == (64, 64, 2) and np.array_equal(d1, d2)
+    assert 2 < np.abs(d1).max() < 60 and np.abs(np.diff(d1, axis=0)).max() < 3
+
+
+def test_elastic_augmentation_keeps_each_label_on_its_pixel() -> None:
+    import tensorflow as tf
+
+    # Piecewise-constant image whose grey level encodes the class: after warping, every labelled
+    # pixel's (nearest-neighbour) label must match the class of the image pixel it came from.
+    img = np.zeros((48, 48, 1), np.uint8)
+    lab = np.zeros((48, 48), np.uint8)
+    for k, (r, c) in enumerate([(0, 0), (0, 24), (24, 0), (24, 24)]):
+        img[r:r + 24, c:c + 24] = 60 * (k + 1)
+        lab[r:r + 24, c:c + 24] = k % 3
+    fn = augment_fn(Augment(d4=True, jitter=0.0, elastic=8.0), 1, np.ones(3, np.float32))
+    moved = 0
+    for s in range(8):
+        x, y, w = (t.numpy() for t in fn(tf.constant(img), tf.constant(lab), tf.constant([s, 9], tf.int64)))
+        grey = np.rint(x[..., 0] * 255)
+        # Away from interpolated edges: a 3x3 neighbourhood of one grey level.
+        pad = np.pad(grey, 1, mode="edge")
+        flat = (w > 0) & np.all([pad[1 + dy:49 + dy, 1 + dx:49 + dx] == grey
+                                 for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+        assert flat.mean() > 0.5
+        assert np.array_equal(y[flat], ((grey[flat] / 60 - 1) % 3).astype(np.int32))
+        assert np.all(y[w == 0] == 0)
+        moved += not np.array_equal(np.sort(grey.ravel()), np.sort(img.ravel().astype(np.float64)))
+    assert moved > 0
