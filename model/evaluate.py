@@ -2,7 +2,9 @@
 
 Every image is predicted through the pipeline's own plan → patch → predict → stitch code
 (``transforms/segment_array.py``), so the figures describe what users get from ``tileseg run``.
-``--tta`` averages class probabilities over the 8 D4 views (flips and quarter turns).
+``--tta`` averages class probabilities over the views the model was trained to treat alike: the 8
+D4 views (flips and quarter turns), or only the left-right flip for models whose card says they
+were trained without rotations (street scenes; membrane, whose labels are offset vertically).
 
     tileseg evaluate --model DIR (--dataset NAME --split S [--fold K] | --images DIR --labels DIR
                       [--label_format index|rgb]) [--precision P] [--tta] [--limit N]
@@ -26,6 +28,14 @@ from model.metrics import confusion, summary
 log = logging.getLogger(__name__)
 
 D4 = [(k, flip) for flip in (False, True) for k in range(4)]
+LEFT_RIGHT = [(0, False), (0, True)]
+
+
+def tta_views(card: ModelCard) -> list[tuple[int, bool]]:
+    """The test-time views for ``card``: the symmetries its training augmentation taught it (a
+    street model has never seen the sky at the bottom). Cards without training records: D4."""
+    trained_d4 = (card.training or {}).get("config", {}).get("d4", True)
+    return D4 if trained_d4 else LEFT_RIGHT
 
 
 def _forward(img: np.ndarray, k: int, flip: bool) -> np.ndarray:
@@ -39,14 +49,16 @@ def _inverse(img: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.rot90(img, -k, axes=(0, 1))
 
 
-def predict(image: np.ndarray, predictor: object, divisor: float, tta: bool = False) -> np.ndarray:
-    """(H, W, C) raw image → (H, W) uint8 labels through the pipeline's patch-and-stitch code."""
+def predict(image: np.ndarray, predictor: object, divisor: float,
+            views: list[tuple[int, bool]] | None = None) -> np.ndarray:
+    """(H, W, C) raw image → (H, W) uint8 labels through the pipeline's patch-and-stitch code;
+    with ``views`` (quarter turns, left-right flip), the argmax of their mean probabilities."""
     from transforms.segment_array import segment_array, segment_scores
 
-    if not tta:
+    if not views:
         return segment_array(image, predictor, divisor)  # type: ignore[arg-type]
     acc = None
-    for k, flip in D4:
+    for k, flip in views:
         view = np.ascontiguousarray(_forward(image, k, flip))
         scores = _inverse(segment_scores(view, predictor, divisor), k, flip)  # type: ignore[arg-type]
         acc = scores.copy() if acc is None else acc + scores
@@ -81,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels")
     parser.add_argument("--label_format", default="index", choices=("index", "rgb"))
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--tta", action="store_true", help="average the 8 D4 views")
+    parser.add_argument("--tta", action="store_true",
+                        help="average the D4 views (left-right flips only for models trained without rotations)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     a = parser.parse_args(argv)
     if bool(a.dataset) == bool(a.images or a.labels) or (not a.dataset and not (a.images and a.labels)):
@@ -93,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     card = load_card(a.model)
     predictor = Predictor.from_dir(a.model, a.precision)
     divisor = card.normalisation.divisor_for("uint8")
+    views = tta_views(card) if a.tta else None
     cm = np.zeros((card.num_classes, card.num_classes), dtype=np.int64)
     try:
         for i, (name, image, label) in enumerate(_samples(a, card), 1):
-            pred = predict(image, predictor, divisor, a.tta)
+            pred = predict(image, predictor, divisor, views)
             cm += confusion(label, pred, card.num_classes)
             log.info("%d: %s done", i, name)
     except datasets.DatasetError as exc:
@@ -104,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = [c.name for c in card.classes]
     result = summary(cm, names)
-    print(f"model {card.model_id} ({predictor.precision}{', TTA x8' if a.tta else ''})")
+    print(f"model {card.model_id} ({predictor.precision}{f', TTA x{len(views)}' if views else ''})")
     print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mIoU {result['miou']:.4f}")
     for n, v in result["per_class_iou"].items():
         print(f"  IoU {n:<24} {'n/a' if v is None else f'{v:.4f}'}")
@@ -112,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, row in zip(names, cm):
         print(f"  {n[:12]:<12} " + " ".join(f"{v:>10d}" for v in row))
     print(json.dumps({**result, "confusion": cm.tolist(), "model": card.model_id,
-                      "precision": predictor.precision, "tta": a.tta}))
+                      "precision": predictor.precision, "tta": a.tta, "tta_views": len(views or [(0, False)])}))
     return 0
 
 

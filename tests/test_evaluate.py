@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.evaluate import D4, _forward, _inverse, main
+from model.evaluate import D4, LEFT_RIGHT, _forward, _inverse, main, tta_views
 from tests.models import write_binning_model
 
 K = 4
@@ -75,3 +75,30 @@ def test_missing_label_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "img" / "lonely.png")
     assert main(["--model", str(model), "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab")]) == 2
     assert "lonely.png has no label" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trained_d4", [None, True, False])
+def test_tta_uses_only_the_views_the_model_was_trained_on(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          trained_d4: bool | None) -> None:
+    from dataclasses import replace
+
+    from model.card import load_card, save_card
+
+    model = tmp_path / "model"
+    card = write_binning_model(str(model), num_classes=K, patch_size=64, halo=8)
+    if trained_d4 is not None:  # street and membrane models are trained with left-right flips only
+        card = replace(card, training={"config": {"d4": trained_d4}})
+        save_card(card, str(model))
+    expected = LEFT_RIGHT if trained_d4 is False else D4
+    assert tta_views(load_card(str(model))) == expected
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    image, labels = _scene(tmp_path, (48, 80), 5)
+    Image.fromarray(image).save(tmp_path / "img" / "a.png")
+    Image.fromarray(labels).save(tmp_path / "lab" / "a.png")
+    assert main(["--model", str(model), "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
+                 "--precision", "float32", "--tta"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["tta_views"] == len(expected) and f"TTA x{len(expected)}" in out
+    assert result["miou"] == pytest.approx(1.0)
