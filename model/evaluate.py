@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, row in zip(names, cm):
         print(f"  {n[:12]:<12} " + " ".join(f"{v:>10d}" for v in row))
     print(json.dumps({**result, "confusion": cm.tolist(), "model": card.model_id,
-                      "precision": predictor.precision, "tta": a.tta, "tta_views": len(views or [(0, False)])}))
+                      "precision": predictor.precision, "tta": a.tta, "tta_views": len(views) if views else 1}))
     return 0
 
 

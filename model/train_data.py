@@ -196,8 +196,8 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
         label = tf.cond(flip, lambda: tf.image.flip_left_right(label), lambda: label)
         x = tf.cast(image, tf.float32) * (1.0 / divisor)
         if aug.elastic > 0:
-            x, label = elastic_warp(x, label, elastic_displacement(seeds[5], tf.shape(label)[0], aug.elastic,
-                                                                   aug.elastic_grid))
+            side = tf.shape(label)[0]  # crops are square
+            x, label = elastic_warp(x, label, elastic_displacement(seeds[5], side, aug.elastic, aug.elastic_grid))
         if aug.jitter > 0:
             a = aug.jitter
             x = tf.image.stateless_random_brightness(x, a, seeds[2])
