@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from model.unet import conv_block, float32_logits, stem
+from model.unet import Stem, conv_block, downsample, float32_logits
 
 
 def build_fcn(
@@ -24,13 +24,14 @@ def build_fcn(
     batch_norm: bool = True,
     dropout: float = 0.0,
     input_stride: int = 1,
+    stem: Stem = "pool",
     name: str = "fcn",
 ) -> keras.Model:
     """Build an FCN with score streams at strides 2**depth, 2**(depth-1) and 2**(depth-2)."""
     if depth < 2:
         raise ValueError("FCN depth must be >= 2 (three score streams)")
     inputs = keras.Input((None, None, in_channels), name="image")
-    x = stem(inputs, input_stride)
+    x = downsample(inputs, input_stride, stem, base_filters)
     pooled = []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, batch_norm, f"down{level}")

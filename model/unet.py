@@ -4,10 +4,13 @@ The network takes (H, W, C) float input with H and W any multiple of ``input_str
 and returns (H, W, num_classes) logits. Spatial dimensions are left as ``None`` so one saved model
 serves every patch size; "same" padding keeps input and output aligned pixel for pixel.
 
-``input_stride`` > 1 runs the whole U-Net on an average-pooled copy of the input and upsamples
+``input_stride`` > 1 runs the whole U-Net on a downsampled copy of the input and upsamples
 the logits bilinearly: for aerial orthophotos whose labels are polygons many pixels wide this buys
 4x throughput (measured 4.7 vs 2.6 MPix/s, bf16, this CPU) and lets the same FLOPs pay for wider
-layers and a larger receptive field. Thin structures (membranes, poles) want stride 1.
+layers and a larger receptive field. Thin structures (membranes, poles) want stride 1. The
+downsampling ``stem`` is either an average pool (``"pool"``: fine texture is averaged away) or a
+learned strided convolution (``"conv"``: a 2s x 2s kernel with ``base_filters`` outputs, which can
+keep full-resolution texture as channels for about 1.4 kMAC/pixel more at stride 2).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from keras import layers
 
 Upsampling = Literal["transpose", "resize"]
+Stem = Literal["pool", "conv"]
 
 #: Layers that stay float32 whatever precision the rest of the network runs at (see loading.py).
 FLOAT32_LAYERS = ("logits", "logits_upsample")
@@ -34,12 +38,18 @@ def conv_block(x: keras.KerasTensor, filters: int, batch_norm: bool, name: str) 
     return x
 
 
-def stem(inputs: keras.KerasTensor, input_stride: int) -> keras.KerasTensor:
-    """Average-pool the input by ``input_stride`` (anti-aliased; identity for stride 1)."""
+def downsample(inputs: keras.KerasTensor, input_stride: int, kind: Stem = "pool", filters: int = 0) -> keras.KerasTensor:
+    """Downsample the input by ``input_stride`` (identity for stride 1): average pooling, or a
+    linear strided convolution with a 2s x 2s kernel whose footprint is centred on the pooled
+    pixel it replaces (so the bilinear head's half-pixel alignment still holds)."""
     if input_stride < 1 or input_stride & (input_stride - 1):
         raise ValueError("input_stride must be a power of two >= 1")
+    if kind not in ("pool", "conv"):
+        raise ValueError(f"stem must be 'pool' or 'conv', not {kind!r}")
     if input_stride == 1:
         return inputs
+    if kind == "conv":
+        return layers.Conv2D(filters, 2 * input_stride, strides=input_stride, padding="same", name="stem_conv")(inputs)
     return layers.AveragePooling2D(input_stride, name="stem_pool")(inputs)
 
 
@@ -83,6 +93,7 @@ def build_unet(
     dropout: float = 0.0,
     upsampling: Upsampling = "transpose",
     input_stride: int = 1,
+    stem: Stem = "pool",
     name: str = "unet",
 ) -> keras.Model:
     """Build a U-Net with ``depth`` poolings; filters double at each level from ``base_filters``.
@@ -93,7 +104,7 @@ def build_unet(
     if depth < 1:
         raise ValueError("depth must be >= 1")
     inputs = keras.Input((None, None, in_channels), name="image")
-    x = stem(inputs, input_stride)
+    x = downsample(inputs, input_stride, stem, base_filters)
     skips = []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, batch_norm, f"down{level}")

@@ -15,6 +15,7 @@ from model.card import load_card
 from model.datasets import IGNORE
 from model.fcn import build_fcn
 from model.loading import set_precision
+from model.losses import pack_targets, segmentation_loss
 from model.synthetic import CLASSES, render_window
 from model.train import TrainConfig, TrainingData, build_model, export_model, macs_per_pixel, train
 from model.train_data import Augment, LabelledImages, augment_fn, class_weights, make_dataset
@@ -135,23 +136,29 @@ def _tiny_config(**kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
-def test_a_few_training_steps_lower_the_loss() -> None:
+@pytest.mark.parametrize("iou_weight", [0.0, 1.0])
+def test_a_few_training_steps_lower_the_loss(iou_weight: float) -> None:
     import keras
 
     cfg = _tiny_config()
     data = _scene_data(3, 96, first_seed=1)
     weights = class_weights(data.class_counts(5), "sqrt")
-    fixed = next(iter(make_dataset(data, 64, 8, seed=9, aug=Augment(jitter=0.0), weights=weights)))
+    x, y = pack_targets(*next(iter(make_dataset(data, 64, 8, seed=9, aug=Augment(jitter=0.0), weights=weights))))
     keras.utils.set_random_seed(0)
     model = build_model(cfg, 5, 3, "mixed_bfloat16")
-    model.compile(optimizer=keras.optimizers.Adam(5e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x, y, w = fixed
-    before = float(model.evaluate(x, y, sample_weight=w, verbose=0))
-    model.fit(make_dataset(data, 64, 4, seed=1, aug=Augment(), weights=weights), steps_per_epoch=30, epochs=1,
-              verbose=0)
-    after = float(model.evaluate(x, y, sample_weight=w, verbose=0))
-    assert after < 0.8 * before, (before, after)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3), loss=segmentation_loss(5, iou_weight))
+    ce, iou = segmentation_loss(5), segmentation_loss(5, 1.0)
+
+    def parts() -> tuple[float, float]:  # (cross-entropy, 1 - soft mIoU) on the fixed batch
+        logits = model.predict(x, verbose=0)
+        return float(ce(y, logits)), float(iou(y, logits)) - float(ce(y, logits))
+
+    before = parts()
+    model.fit(make_dataset(data, 64, 4, seed=1, aug=Augment(), weights=weights).map(pack_targets),
+              steps_per_epoch=30, epochs=1, verbose=0)
+    after = parts()
+    assert after[0] < 0.8 * before[0], (before, after)
+    assert after[1] < before[1], (before, after)
 
 
 @pytest.mark.parametrize("ema,select", [(0.0, "best"), (0.9, "best"), (0.9, "last")])
@@ -193,6 +200,9 @@ def test_bad_train_options_are_clear_errors(capsys: pytest.CaptureFixture[str]) 
 
     assert main(["--dataset", "membrane", "--crop", "100"]) == 2
     assert "--crop 100 must be a multiple of 16" in capsys.readouterr().err
+    assert main(["--dataset", "membrane", "--stem", "maxpool", "--iou_loss", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--stem must be pool or conv" in err and "--iou_loss must be >= 0" in err
     assert main(["--dataset", "camvid", "--fold", "all"]) == 2
     assert "cross-validation" in capsys.readouterr().err
     assert main(["--dataset", "folder", "--images", "x", "--labels", "y"]) == 2
@@ -290,3 +300,31 @@ def test_elastic_augmentation_keeps_each_label_on_its_pixel() -> None:
         assert np.all(y[w == 0] == 0)
         moved += not np.array_equal(np.sort(grey.ravel()), np.sort(img.ravel().astype(np.float64)))
     assert moved > 0
+
+
+@pytest.mark.parametrize("builder", [build_unet, build_fcn])
+def test_conv_stem_keeps_shapes_and_alignment_and_learns_texture_the_pool_stem_averages_away(builder) -> None:
+    import keras
+
+    kw = dict(num_classes=2, in_channels=1, depth=2, base_filters=4, input_stride=2)
+    if builder is build_fcn:
+        kw["depth"] = 3
+    pool = builder(**kw, stem="pool")
+    conv = builder(**kw, stem="conv")
+    x = np.random.default_rng(0).random((1, 32, 48, 1), np.float32)
+    assert conv.predict(x, verbose=0).shape == pool.predict(x, verbose=0).shape == (1, 32, 48, 2)
+    # A 4x4 stride-2 kernel, "same" padding: output pixel (i, j) is centred on input (2i + 0.5, 2j + 0.5),
+    # exactly where the 2x2 average pool's output sits.
+    layer = conv.get_layer("stem_conv")
+    assert layer.kernel_size == (4, 4) and layer.strides == (2, 2) and layer.filters == 4
+    probe = keras.Model(conv.input, layer.output)
+    kernel = np.zeros((4, 4, 1, 4), np.float32)
+    kernel[1:3, 1:3, 0, 0] = 0.25  # the pool's footprint inside the kernel
+    kernel[1, 1, 0, 1], kernel[1, 2, 0, 1] = 1.0, -1.0  # a full-resolution texture the pool loses
+    layer.set_weights([kernel, np.zeros(4, np.float32)])
+    stripes = np.tile(np.array([0.0, 1.0], np.float32), 24)[None, None, :, None].repeat(32, 1)
+    out = probe.predict(stripes, verbose=0)
+    np.testing.assert_allclose(out[0, :, :, 0], 0.5, atol=1e-6)   # what the average pool sees
+    np.testing.assert_allclose(out[0, :, :, 1], -1.0, atol=1e-6)  # the stripes the pool averages away
+    with pytest.raises(ValueError, match="stem"):
+        builder(**kw, stem="bogus")
