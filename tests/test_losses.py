@@ -51,7 +51,7 @@ def test_iou_term_matches_hand_computed_soft_iou_and_ignores_weight_zero() -> No
     assert float(loss(_packed(other_label, weight), other_logits)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_perfect_prediction_has_zero_iou_term_and_wrong_one_about_one() -> None:
+def test_perfect_prediction_has_zero_iou_term_and_wrong_one_the_smoothed_value() -> None:
     label = np.array([[[0, 1], [2, 2]]], np.int32)
     weight = np.ones_like(label, np.float32)
     perfect = np.eye(3, dtype=np.float32)[label] * 60 - 30

@@ -151,7 +151,8 @@ def test_a_few_training_steps_lower_the_loss(iou_weight: float) -> None:
 
     def parts() -> tuple[float, float]:  # (cross-entropy, 1 - soft mIoU) on the fixed batch
         logits = model.predict(x, verbose=0)
-        return float(ce(y, logits)), float(iou(y, logits)) - float(ce(y, logits))
+        cross_entropy = float(ce(y, logits))
+        return cross_entropy, float(iou(y, logits)) - cross_entropy
 
     before = parts()
     model.fit(make_dataset(data, 64, 4, seed=1, aug=Augment(), weights=weights).map(pack_targets),
