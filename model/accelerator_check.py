@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from model.loading import has_gpu, load_model
     from model.predictor import Predictor
-    from model.synthetic import render_window
+    from common.synthetic import render_window
 
     base = load_model(a.model, "float32")
     card = base.card

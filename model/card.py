@@ -184,7 +184,8 @@ def load_card(model_dir: str) -> ModelCard:
 
 
 def _load_remote_card(model_dir: str) -> ModelCard:
-    from transforms import fileio
+    # fsspec only where a model lives in an object store: the accelerator check's image has none.
+    from common import fileio
 
     path = fileio.join(model_dir, CARD_FILE)
     try:

@@ -1,9 +1,13 @@
-"""The RunInference model handler for tileseg's ``.keras`` models.
+"""The RunInference model handler for tileseg's ``.keras`` models: patches in, arrays out.
 
 Beam's bundled TensorFlow handler imports tensorflow_hub and knows nothing of model cards; this
-small handler loads a model directory (safe mode, chosen precision) once per worker process and
-runs each block's patches in batches of ``batch_size``. One block is one RunInference element
-(it already holds many patches), so Beam's own batching is set to one element per call.
+small handler loads a model directory (safe mode, chosen precision, the card it is given) once per
+worker process and runs each example's patches in batches of ``batch_size``. An example is one
+:class:`Patches` (a block's raw patches and the divisor that maps their dtype to [0, 1]); it
+already holds many patches, so Beam's own batching is set to one example per call.
+
+The handler is pure: it knows nothing of tiles or blocks. The pipeline wraps it in Beam's
+``KeyedModelHandler`` so that each block's context travels beside its patches as the key.
 """
 
 from __future__ import annotations
@@ -15,48 +19,45 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from model.card import ModelCard
 from model.predictor import Predictor
+
+OUTPUTS = ("labels", "scores")
 
 
 @dataclass
-class BlockPrediction:
-    """Model output for one block: ``labels`` (K, Hp, Wp) uint8, or ``scores`` (K, Hp, Wp, N) float32."""
+class Patches:
+    """(K, Hp, Wp, C) raw patches in their source dtype, and the divisor that scales that dtype
+    to [0, 1] before the card's mean/std (normalisation runs inside the model graph)."""
 
-    tile: Any
-    block: Any
-    valid: np.ndarray
-    labels: np.ndarray | None = None
-    scores: np.ndarray | None = None
+    pixels: np.ndarray
+    divisor: float
 
 
-class SegmentationModelHandler(ModelHandler[Any, BlockPrediction, Predictor]):
-    """BlockInput → BlockPrediction with a model directory (card + .keras)."""
+class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
+    """Patches → (K, Hp, Wp) uint8 labels, or (K, Hp, Wp, N) float32 class scores."""
 
-    def __init__(self, model_dir: str, precision: str = "auto", batch_size: int = 4, output: str = "labels") -> None:
+    def __init__(self, model_dir: str, card: ModelCard, precision: str = "auto", batch_size: int = 4,
+                 output: str = "labels") -> None:
         super().__init__(min_batch_size=1, max_batch_size=1)
-        if output not in ("labels", "scores"):
-            raise ValueError("output must be 'labels' or 'scores'")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
         self._model_dir = model_dir
+        self._card = card
         self._precision = precision
         self._batch_size = batch_size
         self._output = output
 
     def load_model(self) -> Predictor:
-        return Predictor.from_dir(self._model_dir, self._precision)
+        return Predictor.from_dir(self._model_dir, self._precision, self._card)
 
-    def run_inference(
-        self, batch: Sequence[Any], model: Predictor, inference_args: dict[str, Any] | None = None
-    ) -> Iterable[BlockPrediction]:
-        for item in batch:
-            if self._output == "labels":
-                yield BlockPrediction(item.tile, item.block, item.valid,
-                                      labels=model.predict_labels(item.patches, self._batch_size, item.tile.scale_divisor))
-            else:
-                yield BlockPrediction(item.tile, item.block, item.valid,
-                                      scores=model.predict_scores(item.patches, self._batch_size, item.tile.scale_divisor))
+    def run_inference(self, batch: Sequence[Patches], model: Predictor,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[np.ndarray]:
+        predict = model.predict_labels if self._output == "labels" else model.predict_scores
+        return [predict(item.pixels, self._batch_size, item.divisor) for item in batch]
 
-    def get_num_bytes(self, batch: Sequence[Any]) -> int:
-        return int(sum(item.patches.nbytes for item in batch))
+    def get_num_bytes(self, batch: Sequence[Patches]) -> int:
+        return int(sum(item.pixels.nbytes for item in batch))
 
     def get_metrics_namespace(self) -> str:
         return "tileseg"

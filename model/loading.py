@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from model.architectures import FLOAT32_LAYERS
 from model.card import ModelCard, ModelCardError, load_card
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,6 @@ def set_precision(model: Any, precision: str) -> Any:
     """Return ``model`` rebuilt with every layer computing in ``precision`` (weights copied)."""
     import keras
 
-    from model.unet import FLOAT32_LAYERS
-
     if precision == "float32":
         return model
     policy = _POLICY[precision]
@@ -91,7 +90,7 @@ def set_precision(model: Any, precision: str) -> Any:
         cfg = layer_cfg["config"]
         if layer_cfg["class_name"] == "InputLayer":
             continue
-        # The final cast-to-float32 layers (model.unet.FLOAT32_LAYERS) keep their float32 policy.
+        # The final cast-to-float32 layers (model.architectures.FLOAT32_LAYERS) keep their float32 policy.
         if isinstance(cfg.get("dtype"), dict) and cfg["dtype"].get("config", {}).get("name") == "float32" \
                 and cfg.get("name") in FLOAT32_LAYERS:
             continue
@@ -117,12 +116,17 @@ class LoadedModel:
     precision: str
 
 
-def load_model(model_dir: str, precision: str = "auto") -> LoadedModel:
-    """Load ``model_dir`` (card + .keras, safe mode) at ``precision`` ('auto' resolved here)."""
+def load_model(model_dir: str, precision: str = "auto", card: ModelCard | None = None) -> LoadedModel:
+    """Load ``model_dir`` (card + .keras, safe mode) at ``precision`` ('auto' resolved here).
+
+    ``card``: the card already read and validated (workers get it with the job, so they do not
+    read ``card.json`` again); read from ``model_dir`` when not given.
+    """
     _quiet_tf()
-    card = load_card(model_dir)
+    if card is None:
+        card = load_card(model_dir)
     if "://" in model_dir:
-        from transforms import fileio
+        from common import fileio  # fsspec only for remote model dirs (see model/card.py)
 
         path = fileio.join(model_dir, card.model_file)
         with fileio.local_scratch() as tmp:

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from common import segment_array as in_memory
+from common.normalise import normalise
+from model.card import ModelCard
 from model.loading import LoadedModel, load_model
 
 
@@ -24,8 +27,8 @@ class Predictor:
         self._graphs: dict[tuple[str, str | None, float | None], Any] = {}
 
     @classmethod
-    def from_dir(cls, model_dir: str, precision: str = "auto") -> "Predictor":
-        return cls(load_model(model_dir, precision))
+    def from_dir(cls, model_dir: str, precision: str = "auto", card: ModelCard | None = None) -> Predictor:
+        return cls(load_model(model_dir, precision, card))
 
     def _graph(self, kind: str, dtype: str | None, divisor: float | None) -> Any:
         """The model with normalisation (for raw input) in front and argmax/softmax behind."""
@@ -42,13 +45,8 @@ class Predictor:
             x = inputs
         else:
             inputs = keras.Input((None, None, channels), dtype=dtype)
-            x = ops.cast(inputs, "float32") * (1.0 / divisor)
-            mean = np.asarray(self.card.normalisation.mean, np.float32)
-            std = np.asarray(self.card.normalisation.std, np.float32)
-            if np.any(mean != 0):
-                x = x - mean
-            if np.any(std != 1):
-                x = x / std
+            norm = self.card.normalisation
+            x = normalise(ops.cast(inputs, "float32"), divisor, norm.mean, norm.std)
         out = self.model(x)
         if kind == "labels":
             result = ops.cast(ops.argmax(out, axis=-1), "uint8")
@@ -82,3 +80,28 @@ class Predictor:
     def predict_scores(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None) -> np.ndarray:
         """(N, H, W, C) → (N, H, W, K) float32 class probabilities (same input rules)."""
         return self._run("scores", patches, batch_size, divisor)
+
+    # In-memory images through the pipeline's own plan → patch → predict → stitch code
+    # (common/segment_array.py), with this model's patch grid unless told otherwise.
+
+    def segment(self, image: np.ndarray, divisor: float, patch_size: int | None = None, halo: int | None = None,
+                patches_per_block: int = 4, stitch: str = "overlap", batch_size: int = 4) -> np.ndarray:
+        """Raw (H, W, C) image → (H, W) uint8 labels, stitched exactly as ``tileseg run`` does."""
+        def predict(patches: np.ndarray) -> np.ndarray:
+            if stitch == "overlap":
+                return self.predict_labels(patches, batch_size, divisor)
+            return self.predict_scores(patches, batch_size, divisor)
+
+        return in_memory.segment_array(image, predict, patch_size or self.card.patch_size,
+                                       self.card.halo if halo is None else halo, self.card.size_multiple,
+                                       patches_per_block, stitch)
+
+    def segment_scores(self, image: np.ndarray, divisor: float, batch_size: int = 4) -> np.ndarray:
+        """Raw (H, W, C) image → (H, W, K) float32 class probabilities (overlap-tile placement)."""
+        return in_memory.segment_scores(image, lambda p: self.predict_scores(p, batch_size, divisor),
+                                        self.card.patch_size, self.card.halo, self.card.size_multiple)
+
+    def whole_image_labels(self, image: np.ndarray, divisor: float) -> np.ndarray:
+        """Reference: one forward pass over the whole (H, W, C) image, (H, W) uint8 labels."""
+        return in_memory.whole_image_labels(image, lambda p: self.predict_labels(p, 1, divisor),
+                                            self.card.size_multiple)

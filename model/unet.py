@@ -21,11 +21,11 @@ import keras
 import numpy as np
 from keras import layers
 
+from model.architectures import FLOAT32_HEAD  # names of the layers that stay float32 (loading.py)
+
 Upsampling = Literal["transpose", "resize"]
 Stem = Literal["pool", "conv"]
 
-#: Layers that stay float32 whatever precision the rest of the network runs at (see loading.py).
-FLOAT32_LAYERS = ("logits", "logits_upsample")
 
 
 def conv_block(x: keras.KerasTensor, filters: int, batch_norm: bool, name: str) -> keras.KerasTensor:
@@ -74,11 +74,11 @@ def float32_logits(scores: keras.KerasTensor, upsample: int) -> keras.KerasTenso
     shapes become dynamic. At the patch border the missing neighbour counts as zero: all class
     scores there shrink by the same factor, so labels are unchanged, and border pixels are halo.
     """
-    logits = layers.Activation("linear", dtype="float32", name="logits")(scores)
+    logits = layers.Activation("linear", dtype="float32", name=FLOAT32_HEAD[0])(scores)
     if upsample > 1:
         channels = int(scores.shape[-1])
         up = layers.Conv2DTranspose(channels, 2 * upsample, strides=upsample, padding="same", use_bias=False,
-                                    trainable=False, dtype="float32", name="logits_upsample")
+                                    trainable=False, dtype="float32", name=FLOAT32_HEAD[1])
         logits = up(logits)
         up.set_weights([bilinear_kernel(upsample, channels)])
     return logits

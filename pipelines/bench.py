@@ -26,14 +26,25 @@ from typing import Any
 
 import numpy as np
 
+from common import fileio
+from common.cli import exit_now, setup_logging
+from common.patching import patchify
+from common.plan import plan_blocks
+from common.synthetic import write_scene
+from model.card import load_card
+from model.loading import resolve_precision
+from model.predictor import Predictor
+from model.shipped import DEFAULT_MODEL
+from pipelines.segment import run
+from transforms.read import read_window
+from transforms.tiles import describe_tile
+
 log = logging.getLogger("tileseg.bench")
 
 AGREEMENT_CROP = 2048
 
 
 def _scene(path: str, size: int, seed: int) -> None:
-    from model.synthetic import write_scene
-
     if os.path.exists(path):
         return
     t = time.monotonic()
@@ -45,23 +56,16 @@ def _scene(path: str, size: int, seed: int) -> None:
 
 def _patches(path: str, predictor: Any, patch: int, halo: int, ppb: int, limit: int) -> np.ndarray:
     """The first ``limit`` patches the pipeline would cut from the tile (interior blocks first)."""
-    from transforms.plan import plan_blocks
-    from transforms.read import patchify
-    from transforms.tiles import describe_tile
-
     tile = describe_tile(path, os.path.dirname(path), predictor.card)
-    blocks = plan_blocks(tile.tile_id, tile.height, tile.width, patch, halo, predictor.card.size_multiple, ppb)
+    blocks = plan_blocks(tile.height, tile.width, patch, halo, predictor.card.size_multiple, ppb)
     shape = blocks[0].patch_shape
-    from transforms import fileio
-    from transforms.read import read_window
-
     out = []
     with fileio.open_raster(path) as src:
         for block in blocks:
             if block.patch_shape != shape:
                 continue
             raw, _ = read_window(src, tile, block.window)
-            out.append(patchify(raw, block.patch_offsets, shape))
+            out.append(patchify(raw, block.patches))
             if sum(len(p) for p in out) >= limit:
                 break
     return np.concatenate(out)[:limit]
@@ -84,10 +88,7 @@ def bare_throughput(predictor: Any, patches: np.ndarray, batch_size: int, second
 
 def _child(args: list[str]) -> int:
     """Run the pipeline once in this (fresh) process and print its wall time and peak RSS."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "absl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from pipelines.segment import run
+    setup_logging()
 
     # The runtime's libraries are imported before the clock starts, as the interpreter itself is
     # started before it: what is timed is the job (pipeline construction, model load from the
@@ -107,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_pipeline":
         return _child(argv[1:])
-    from pipelines.segment import DEFAULT_MODEL
-
     parser = argparse.ArgumentParser(prog="tileseg bench", description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, required=True, help="edge of the generated square tile, pixels")
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -121,14 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="bench-output")
     parser.add_argument("--seed", type=int, default=7)
     a = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "absl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    from model.card import load_card
-    from model.loading import resolve_precision
-    from model.predictor import Predictor
-    from transforms.segment_array import segment_array, whole_image_labels
+    setup_logging()
 
     card = load_card(a.model)
     patch = a.patch_size or card.patch_size
@@ -177,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     agreement = None
     if crop >= 3 * (patch - 2 * halo):
         pred = predictors[precision]
-        stitched = segment_array(image, pred, 255.0, patch, halo, a.patches_per_block, "overlap", a.batch_size)
-        reference = whole_image_labels(image, pred, 255.0)
+        stitched = pred.segment(image, 255.0, patch, halo, a.patches_per_block, "overlap", a.batch_size)
+        reference = pred.whole_image_labels(image, 255.0)
         agreement = float((stitched == reference).mean())
     precision_agreement = None
     if precision != "float32":
-        ref32 = whole_image_labels(image, predictors["float32"], 255.0)
-        precision_agreement = float((whole_image_labels(image, predictors[precision], 255.0) == ref32).mean())
+        ref32 = predictors["float32"].whole_image_labels(image, 255.0)
+        precision_agreement = float((predictors[precision].whole_image_labels(image, 255.0) == ref32).mean())
 
     ratio = pipeline_mpix_s / bare[precision]
     print(f"tile {a.size}x{a.size}, model {card.model_id}, patch {patch}, halo {halo}, precision {precision}, batch {a.batch_size}")
@@ -210,6 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import exit_now
-
     exit_now(main(sys.argv[1:]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from common.cli import exit_now
+
 USAGE = """usage: tileseg COMMAND [options]
 
 commands:
@@ -36,26 +38,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(rest)
     if command == "train":
-        from model.train import main as train_main
+        from training.train import main as train_main
 
         return train_main(rest)
     if command == "evaluate":
-        from model.evaluate import main as evaluate_main
+        from training.evaluate import main as evaluate_main
 
         return evaluate_main(rest)
     print(f"tileseg: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
-
-
-def exit_now(code: int) -> None:
-    """Flush and leave without running C++ static destructors: TensorFlow's thread pools can abort
-    the process at interpreter exit ("terminate called without an active exception") after all
-    work is done, which would turn a finished run into exit status -6."""
-    import os
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def console() -> None:

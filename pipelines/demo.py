@@ -16,6 +16,14 @@ import time
 
 import numpy as np
 
+from common.cli import exit_now, setup_logging
+from common.metrics import confusion, iou_from_confusion
+from common.synthetic import write_scene
+from model.card import load_card
+from model.shipped import DEFAULT_MODEL
+from pipelines.config import ConfigError
+from pipelines.segment import run
+
 log = logging.getLogger("tileseg.demo")
 
 PREVIEW_EDGE = 1024
@@ -24,8 +32,6 @@ PREVIEW_EDGE = 1024
 def score_mask(mask_path: str, truth_path: str, num_classes: int) -> np.ndarray:
     """Confusion matrix of a mask against ground truth, read window by window."""
     import rasterio
-
-    from model.metrics import confusion
 
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     with rasterio.open(mask_path) as m, rasterio.open(truth_path) as t:
@@ -59,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=2026)
     a, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "absl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    from model.card import load_card
-    from model.synthetic import write_scene
-    from pipelines.segment import DEFAULT_MODEL, ConfigError, run
+    setup_logging()
 
     work = os.path.abspath(a.workdir)
     image = os.path.join(work, "input", "scene.tif")
@@ -86,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mask = os.path.join(results, "masks", "scene.tif")
     cm = score_mask(mask, truth, card.num_classes)
-    from model.metrics import iou_from_confusion
-
     iou = iou_from_confusion(cm)
     preview = os.path.join(work, "preview.png")
     write_preview(image, mask, card.palette(), preview)
@@ -99,6 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import exit_now
-
     exit_now(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Tests for transforms.areas: per-pixel ground areas (m²) and per-class area sums."""
+"""Tests for common.areas: per-pixel ground areas (m²) and per-class area sums."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from rasterio.crs import CRS
 
-from transforms.areas import AreaError, PixelAreaModel, class_areas_m2, pixel_area_model
+from common.areas import AreaError, PixelAreaModel, class_areas_m2, pixel_area_model
 
 US_FOOT = 0.3048006096  # 1200/3937 m
 INTL_FOOT = 0.3048
@@ -226,7 +226,7 @@ def test_rotated_90_degrees_and_nearly_north_up() -> None:
 
 def test_pixels_past_the_pole_are_clipped_and_warned(caplog: pytest.LogCaptureFixture) -> None:
     t = Affine(1.0, 0, 0, 0, -1.0, 91.0)
-    with caplog.at_level(logging.WARNING, logger="transforms.areas"):
+    with caplog.at_level(logging.WARNING, logger="common.areas"):
         model = pixel_area_model(CRS.from_epsg(4326), t, 3, 1)
     assert any("pole" in rec.getMessage() for rec in caplog.records)
     rows = model.row_areas_m2(0, 3, 0, 1)
@@ -235,7 +235,7 @@ def test_pixels_past_the_pole_are_clipped_and_warned(caplog: pytest.LogCaptureFi
     np.testing.assert_allclose(rows[1:], inside, rtol=1e-12)
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="transforms.areas"):
+    with caplog.at_level(logging.WARNING, logger="common.areas"):
         # Global rasters often overshoot the poles by float noise: no warning for that.
         pixel_area_model(CRS.from_epsg(4326), Affine(0.1, 0, -180, 0, -0.1, 90.0 + 1e-12), 1800, 3600)
     assert not caplog.records
@@ -253,7 +253,7 @@ def test_geographic_rows_for_a_large_window() -> None:
 
 @pytest.mark.parametrize("crs", [None, CRS()])
 def test_no_crs(crs: CRS | None, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="transforms.areas"):
+    with caplog.at_level(logging.INFO, logger="common.areas"):
         model = pixel_area_model(crs, Affine.identity(), 4, 4)
     assert model.kind == "none"
     assert model.crs_wkt is None and model.unit_to_m is None

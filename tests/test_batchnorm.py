@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.batchnorm import recalibrate
+from training.batchnorm import recalibrate
 
 
 def _model() -> tuple[object, object]:

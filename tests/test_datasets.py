@@ -1,4 +1,4 @@
-"""Real-data checks for model.datasets: split sizes, label decoding and documented class shares."""
+"""Real-data checks for training.datasets: split sizes, label decoding and documented class shares."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import datasets
-from model.datasets import IGNORE, DatasetError, Sample
+from training import datasets
+from training.datasets import IGNORE, DatasetError, Sample
 
 # Pixel shares (%) documented in the shared data README, over all pixels including unlabelled.
 DUBAI_SHARES = (13.3, 52.4, 9.4, 10.3, 13.6)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.evaluate import D4, LEFT_RIGHT, _forward, _inverse, main, tta_views
+from training.evaluate import main
+from training.evaluation import D4, LEFT_RIGHT, _forward, _inverse, tta_views
 from tests.models import write_binning_model
 
 K = 4

@@ -1,4 +1,4 @@
-"""transforms.fileio on local disk and on gs:// (a real GCS emulator, tests/gcs_emulator.py).
+"""common.fileio on local disk and on gs:// (a real GCS emulator, tests/gcs_emulator.py).
 
 Every behaviour test runs twice, on a local directory and on a fresh emulator bucket, with the
 same assertions: fileio must behave identically for both.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from transforms import fileio
+from common import fileio
 
 # -- fixtures and helpers ---------------------------------------------------------------------
 

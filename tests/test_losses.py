@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.losses import pack_targets, segmentation_loss
+from training.losses import pack_targets, segmentation_loss
 
 
 def _case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

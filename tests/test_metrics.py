@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from model.metrics import confusion, iou_from_confusion, summary
+from common.metrics import confusion, iou_from_confusion, summary
 
 
 def test_confusion_and_iou_by_hand() -> None:

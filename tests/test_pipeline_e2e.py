@@ -15,7 +15,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from pipelines.segment import ConfigError, run
+from pipelines.config import ConfigError
+from pipelines.segment import run
 from tests.models import binning_labels, write_binning_model
 from transforms.tiles import describe_tile
 

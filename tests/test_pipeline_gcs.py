@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 
 from pipelines.segment import run
 from tests.models import binning_labels, write_binning_model
-from transforms import fileio
+from common import fileio
 
 pytestmark = pytest.mark.slow
 

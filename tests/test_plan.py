@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.plan import computed_pixels, plan_axis, plan_blocks
+from common.plan import computed_pixels, plan_axis, plan_blocks
 
 
 @settings(max_examples=300, deadline=None)
@@ -49,7 +49,7 @@ def test_axis_smaller_than_patch_is_one_padded_patch() -> None:
 
 
 def test_axis_picks_cheapest_patch() -> None:
-    from transforms.plan import _grid
+    from common.plan import _grid
 
     plan = plan_axis(1000, 512, 32, 16)
     costs = [g.n * g.patch for s in (512, 448, 384, 320, 256, 192, 128) if (g := _grid(1000, s, 32, 16))]
@@ -60,23 +60,21 @@ def test_axis_picks_cheapest_patch() -> None:
 @given(h=st.integers(1, 1500), w=st.integers(1, 1500), ppb=st.integers(1, 4),
        patch=st.sampled_from([64, 128, 256]), halo=st.sampled_from([0, 8, 16]))
 def test_block_cores_cover_every_pixel_exactly_once(h: int, w: int, ppb: int, patch: int, halo: int) -> None:
-    blocks = plan_blocks("t", h, w, patch, halo, 16, ppb)
+    blocks = plan_blocks(h, w, patch, halo, 16, ppb)
     cover = np.zeros((h, w), dtype=np.int32)
     for b in blocks:
-        r0, r1, c0, c1 = b.core
-        cover[r0:r1, c0:c1] += 1
-        patch_cover = np.zeros((r1 - r0, c1 - c0), dtype=np.int32)
-        wr, wc, wh, ww = b.window
-        for (orow, ocol), (pr0, pr1, pc0, pc1) in zip(b.patch_offsets, b.patch_cores):
-            assert orow >= 0 and ocol >= 0 and orow + b.patch_shape[0] <= wh and ocol + b.patch_shape[1] <= ww
-            assert wr + orow <= pr0 and pr1 <= wr + orow + b.patch_shape[0]
-            assert wc + ocol <= pc0 and pc1 <= wc + ocol + b.patch_shape[1]
-            patch_cover[pr0 - r0:pr1 - r0, pc0 - c0:pc1 - c0] += 1
+        cover[b.core.toslices()] += 1
+        patch_cover = np.zeros(b.core.shape, dtype=np.int32)
+        for k, (p, pc) in enumerate(zip(b.patches, b.patch_cores)):
+            assert p.shape == b.patch_shape
+            assert p.row >= 0 and p.col >= 0 and p.row_stop <= b.window.height and p.col_stop <= b.window.width
+            assert b.patch_in_tile(k).intersection(pc) == pc, "a patch core lies inside its patch"
+            patch_cover[pc.relative_to(b.core).toslices()] += 1
         assert (patch_cover == 1).all(), "patch cores partition the block core"
     assert (cover == 1).all(), "block cores partition the tile"
     assert computed_pixels(blocks) >= h * w
 
 
 def test_plan_overhead_at_8192() -> None:
-    blocks = plan_blocks("t", 8192, 8192, 512, 16, 16, 4)
+    blocks = plan_blocks(8192, 8192, 512, 16, 16, 4)
     assert computed_pixels(blocks) / 8192**2 == pytest.approx((17 * 512 / 8192) ** 2)

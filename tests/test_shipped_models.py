@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from model.card import load_card
-from model.datasets import spec
+from training.datasets import spec
 from model.loading import load_model
-from pipelines.segment import DEFAULT_MODEL
+from model.shipped import DEFAULT_MODEL
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
 SHIPPED = {"aerial-dubai6": "dubai-aerial", "street-camvid11": "camvid"}
@@ -42,7 +42,7 @@ def test_shipped_card_is_complete(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_model_loads_in_safe_mode_and_predicts(name: str) -> None:
     from model.predictor import Predictor
-    from model.synthetic import render_window
+    from common.synthetic import render_window
 
     loaded = load_model(str(WEIGHTS / name), "float32")
     card = loaded.card
@@ -61,10 +61,10 @@ def test_shipped_model_loads_in_safe_mode_and_predicts(name: str) -> None:
 def test_card_metrics_reproduce_on_real_validation(name: str, shared_data: Path) -> None:
     """The card's validation figures are what the current loaders, patch-and-stitch code and
     metrics give on the real validation images (so README and card cannot drift from the code)."""
-    from model import datasets
-    from model.metrics import confusion, summary
+    from common.metrics import summary
     from model.predictor import Predictor
-    from transforms.segment_array import segment_array
+    from training import datasets
+    from training.evaluation import evaluate, segmenter
 
     dataset = SHIPPED[name]
     if not (shared_data / dataset).is_dir():
@@ -73,11 +73,8 @@ def test_card_metrics_reproduce_on_real_validation(name: str, shared_data: Path)
     model_dir = str(WEIGHTS / name)
     card = load_card(model_dir)
     predictor = Predictor.from_dir(model_dir, "float32")
-    k = card.num_classes
-    cm = np.zeros((k, k), np.int64)
-    for sample in datasets.split(dataset, "val"):
-        labels = segment_array(datasets.load_image(sample, ds), predictor, 255.0)
-        cm += confusion(datasets.load_label(sample, ds), labels, k)
+    samples = ((s.name, datasets.load_image(s, ds), datasets.load_label(s, ds)) for s in datasets.split(dataset, "val"))
+    cm = evaluate(segmenter(predictor), samples, card.num_classes).confusion
     # Exact on the machine that exported it; another CPU's kernels may flip a few boundary pixels.
     assert cm.sum() == card.metrics["pixels"]
     assert np.abs(cm - np.array(card.metrics["confusion"])).sum() <= 0.001 * cm.sum()

@@ -7,8 +7,8 @@ import pytest
 
 from model.predictor import Predictor
 from tests.models import write_identity_model
-from transforms.plan import plan_blocks
-from transforms.stitch import stitch_labels, stitch_scores, tent
+from common.plan import plan_blocks
+from common.patching import stitch_labels, stitch_scores, tent
 
 K = 7
 
@@ -28,36 +28,34 @@ SHAPES = [(1, 1), (3, 2), (17, 250), (250, 17), (64, 64), (65, 63), (200, 131), 
 @pytest.mark.parametrize("stitch", ["overlap", "blend"])
 def test_identity_model_reproduces_labels(identity: Predictor, shape: tuple[int, int], patch: int, halo: int,
                                           ppb: int, stitch: str) -> None:
-    from transforms.segment_array import segment_array
-
     rng = np.random.default_rng(hash((shape, patch, halo)) % 2**32)
     labels = rng.integers(0, K, shape, dtype=np.uint8)
-    out = segment_array(labels[..., None], identity, divisor=K - 1, patch_size=patch, halo=halo,
-                        patches_per_block=ppb, stitch=stitch)
+    out = identity.segment(labels[..., None], divisor=K - 1, patch_size=patch, halo=halo,
+                           patches_per_block=ppb, stitch=stitch)
     np.testing.assert_array_equal(out, labels)
 
 
 def test_stitch_labels_takes_each_patch_core() -> None:
     # Patches filled with their own index: the stitched core must show which patch owns each pixel.
-    block = plan_blocks("t", 100, 100, 48, 8, 16, 4)[0]
-    labels = np.stack([np.full(block.patch_shape, k, np.uint8) for k in range(len(block.patch_offsets))])
+    block = plan_blocks(100, 100, 48, 8, 16, 4)[0]
+    labels = np.stack([np.full(block.patch_shape, k, np.uint8) for k in range(len(block.patches))])
     core = stitch_labels(block, labels)
-    for k, (r0, r1, c0, c1) in enumerate(block.patch_cores):
-        assert (core[r0:r1, c0:c1] == k).all()
+    for k, patch_core in enumerate(block.patch_cores):
+        assert (core[patch_core.relative_to(block.core).toslices()] == k).all()
 
 
 def test_blend_prefers_the_patch_whose_centre_is_nearer() -> None:
-    block = plan_blocks("t", 40, 90, 48, 8, 16, 4)[0]
-    assert len(block.patch_offsets) >= 2
-    n = len(block.patch_offsets)
+    block = plan_blocks(40, 90, 48, 8, 16, 4)[0]
+    assert len(block.patches) >= 2
+    n = len(block.patches)
     scores = np.zeros((n, *block.patch_shape, n), np.float32)
     for k in range(n):
         scores[k, ..., k] = 1.0  # patch k votes for class k everywhere
     core = stitch_scores(block, scores)
     w = tent(block.patch_shape[1])
     col = 44
-    votes = [w[col - (block.window[1] + off[1])] if 0 <= col - (block.window[1] + off[1]) < block.patch_shape[1] else 0
-             for off in block.patch_offsets]
+    starts = [block.patch_in_tile(k).col for k in range(n)]
+    votes = [w[col - start] if 0 <= col - start < block.patch_shape[1] else 0 for start in starts]
     assert core[0, col] == int(np.argmax(votes))
 
 

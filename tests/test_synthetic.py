@@ -9,7 +9,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from model.synthetic import CLASSES, render_window, write_scene
+from common.synthetic import CLASSES, render_window, write_scene
 
 
 def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:

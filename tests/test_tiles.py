@@ -11,6 +11,7 @@ from rasterio.transform import from_origin
 
 from model.card import load_card
 from tests.models import write_binning_model
+from common.windows import Window
 from transforms.read import read_window
 from transforms.tiles import TileError, describe_tile, match_bands, parse_bands, tile_id_for
 
@@ -85,7 +86,7 @@ def test_nodata_alpha_and_nan_validity(tmp_path: Path, card) -> None:  # type: i
     tile = describe_tile(uri, str(tmp_path), card)
     assert tile.mask_kind == "nodata"
     with rasterio.open(uri) as src:
-        raw, valid = read_window(src, tile, (0, 0, 5, 6))
+        raw, valid = read_window(src, tile, Window(0, 0, 5, 6))
     assert not valid[0, 0] and valid[1, 1] and valid.sum() == 29
     np.testing.assert_array_equal(raw, np.moveaxis(data, 0, -1))
 
@@ -95,7 +96,7 @@ def test_nodata_alpha_and_nan_validity(tmp_path: Path, card) -> None:  # type: i
     tile = describe_tile(uri, str(tmp_path), card)
     assert tile.mask_kind == "gdal" and tile.bands == (1, 2, 3)
     with rasterio.open(uri) as src:
-        _, valid = read_window(src, tile, (0, 0, 5, 6))
+        _, valid = read_window(src, tile, Window(0, 0, 5, 6))
     assert valid[:2].all() and not valid[2:].any()
 
     flt = np.ones((1, 3, 3), np.float32)
@@ -103,7 +104,7 @@ def test_nodata_alpha_and_nan_validity(tmp_path: Path, card) -> None:  # type: i
     uri = _tif(tmp_path / "f.tif", flt, crs=None, transform=None)
     tile = describe_tile(uri, str(tmp_path), card)
     with rasterio.open(uri) as src:
-        raw, valid = read_window(src, tile, (0, 0, 3, 3))
+        raw, valid = read_window(src, tile, Window(0, 0, 3, 3))
     assert raw.shape == (3, 3, 3) and not valid[1, 1] and valid.sum() == 8 and np.isfinite(raw).all()
     assert tile.crs_wkt is None
 
@@ -113,7 +114,7 @@ def test_window_past_the_tile_is_mirrored_and_invalid(tmp_path: Path, card) -> N
     uri = _tif(tmp_path / "s.tif", data, photometric="RGB")
     tile = describe_tile(uri, str(tmp_path), card)
     with rasterio.open(uri) as src:
-        raw, valid = read_window(src, tile, (0, 0, 16, 16))
+        raw, valid = read_window(src, tile, Window(0, 0, 16, 16))
     assert raw.shape == (16, 16, 3) and valid[:5, :7].all() and valid.sum() == 35
     np.testing.assert_array_equal(raw[5], raw[4])  # symmetric padding
 

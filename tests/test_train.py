@@ -10,15 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import datasets
+from training import datasets
 from model.card import load_card
-from model.datasets import IGNORE
+from training.datasets import IGNORE
 from model.fcn import build_fcn
 from model.loading import set_precision
-from model.losses import pack_targets, segmentation_loss
-from model.synthetic import CLASSES, render_window
-from model.train import TrainConfig, TrainingData, build_model, export_model, macs_per_pixel, train
-from model.train_data import Augment, LabelledImages, augment_fn, class_weights, make_dataset
+from training.losses import pack_targets, segmentation_loss
+from common.synthetic import CLASSES, render_window
+from model.architectures import macs_per_pixel
+from training.config import TrainConfig
+from training.export import export_model
+from training.fit import build_model, train
+from training.splits import TrainingData
+from training.train_data import Augment, LabelledImages, augment_fn, class_weights, make_dataset
 from model.unet import bilinear_kernel, build_unet
 
 AERIAL = datasets.DatasetSpec("synthetic", tuple(n for n, _ in CLASSES), tuple(c for _, c in CLASSES), "test", 3)
@@ -197,7 +201,7 @@ def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: 
 
 
 def test_bad_train_options_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    from model.train import main
+    from training.train import main
 
     assert main(["--dataset", "membrane", "--crop", "100"]) == 2
     assert "--crop 100 must be a multiple of 16" in capsys.readouterr().err
@@ -213,7 +217,7 @@ def test_bad_train_options_are_clear_errors(capsys: pytest.CaptureFixture[str]) 
 def test_folder_dataset_loads_rgb_labels(tmp_path: Path) -> None:
     from PIL import Image
 
-    from model.train import load_training_data
+    from training.splits import load_training_data
 
     (tmp_path / "img").mkdir()
     (tmp_path / "lab").mkdir()
@@ -253,7 +257,7 @@ def test_zoomed_crops_are_resized_with_labels_kept_apart() -> None:
 def test_elastic_warp_moves_pixels_and_labels_together_and_ignores_outside() -> None:
     import tensorflow as tf
 
-    from model.train_data import elastic_displacement, elastic_warp
+    from training.train_data import elastic_displacement, elastic_warp
 
     img, lab = _coded(24, 24)
     x = tf.constant(img[..., :1].astype(np.float32))

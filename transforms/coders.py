@@ -1,4 +1,4 @@
-"""A coder for the pipeline's large in-process elements (patches, predictions, label cores).
+"""A coder for the pipeline's large in-process elements (block contexts, patches, label cores).
 
 Beam samples element sizes for its byte-count metrics by encoding elements with the
 PCollection's coder; for plain Python objects that is a full pickle. On blocks of a few million
@@ -14,6 +14,10 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+
+from model.handler import Patches
+from transforms.read import BlockContext
+from transforms.stitch import BlockCore
 
 
 def _nbytes(value: Any) -> int:
@@ -39,9 +43,6 @@ class LargeElementCoder(beam.coders.Coder):
 
 
 def register() -> None:
-    from model.handler import BlockPrediction  # RunInference's own output keeps its coder
-    from transforms.read import BlockInput
-    from transforms.stitch import BlockCore
-
-    for cls in (BlockInput, BlockPrediction, BlockCore):
+    """Use the coder for the large elements (RunInference's own output keeps Beam's coder)."""
+    for cls in (BlockContext, Patches, BlockCore):
         beam.coders.registry.register_coder(cls, LargeElementCoder)

@@ -1,5 +1,7 @@
 """WriteMasks: stage block cores, then assemble each tile's mask as a Cloud-Optimised GeoTIFF.
 
+Also SkipDone, which drops tiles whose published mask is already up to date.
+
 Each block core is staged as a small ``.npy`` under ``DIR/_staging/<run_id>/<tile_id>/`` as
 soon as it is stitched, so only file names and counts cross the shuffle and no stage (nor the
 DirectRunner's in-memory shuffle) holds a whole tile's labels. Once every block of a tile is in,
@@ -22,11 +24,12 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from common import fileio
+from common.plan import BlockSpec
 from model.card import ModelCard
-from transforms import fileio
-from transforms.plan import BlockSpec, plan_blocks
+from transforms.failures import FAILED, StageOutput, failure_record, keyed_failure, now_utc
+from transforms.plan import PlannedTile
 from transforms.progress import PROGRESS
-from transforms.records import FAILED, failure_record, now_utc
 from transforms.stitch import BlockCore
 from transforms.tiles import TileSpec
 
@@ -115,7 +118,6 @@ def write_mask_cog(
     from affine import Affine
     from rasterio.crs import CRS
     from rasterio.shutil import copy as rio_copy
-    from rasterio.windows import Window
 
     tmp = out_local + ".stage.tif"
     profile = {
@@ -137,11 +139,11 @@ def write_mask_cog(
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             for staged in blocks:
-                r0, r1, c0, c1 = staged.block.core
+                window = staged.block.core
                 core = load_core(staged.uri)
-                if core.shape != (r1 - r0, c1 - c0):
-                    raise MaskWriteError(f"{tile.uri}: staged block {staged.uri} has shape {core.shape}, expected {(r1 - r0, c1 - c0)}")
-                dst.write(core, 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                if core.shape != window.shape:
+                    raise MaskWriteError(f"{tile.uri}: staged block {staged.uri} has shape {core.shape}, expected {window.shape}")
+                dst.write(core, 1, window=window.to_rasterio())
             dst.write_colormap(1, card.palette())
             dst.update_tags(**tags)
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
@@ -154,18 +156,13 @@ def write_mask_cog(
 
 
 def stats_rows(tile: TileSpec, blocks: list[StagedBlock], card: ModelCard, mask_uri: str,
-               precision: str, pixel_size_m: float | None) -> list[dict[str, Any]]:
+               precision: str) -> list[dict[str, Any]]:
+    """One row per class: the tile's pixel counts and ground areas, summed over its blocks."""
     counts = np.sum([b.counts for b in blocks], axis=0, dtype=np.int64)
     has_area = all(b.areas is not None for b in blocks)
     areas = np.sum([b.areas for b in blocks], axis=0, dtype=np.float64) if has_area else None
     valid = int(counts.sum())
-    crs = None
-    if tile.crs_wkt:
-        from rasterio.crs import CRS
-
-        c = CRS.from_wkt(tile.crs_wkt)
-        auth = c.to_authority()
-        crs = f"{auth[0]}:{auth[1]}" if auth else c.to_wkt()
+    pixel_size_m = tile.pixel_areas.pixel_size_m()
     processed = now_utc()
     return [
         {
@@ -181,7 +178,7 @@ def stats_rows(tile: TileSpec, blocks: list[StagedBlock], card: ModelCard, mask_
             "total_pixel_count": tile.pixels,
             "fraction": (int(counts[c.index]) / valid) if valid else None,
             "area_m2": float(areas[c.index]) if areas is not None else None,
-            "crs": crs,
+            "crs": tile.crs,
             "pixel_size_m": pixel_size_m,
             "processed_at": processed,
         }
@@ -199,44 +196,39 @@ class StageCoreFn(beam.DoFn):
         try:
             staged = stage_core(core, self._layout)
         except Exception as exc:  # noqa: BLE001
-            yield beam.pvalue.TaggedOutput(FAILED, (core.tile.tile_id, failure_record(core.tile.uri, core.tile.tile_id, "stage", exc)))
+            yield keyed_failure(core.tile.uri, core.tile.tile_id, "stage", exc)
         else:
-            PROGRESS.block_done(core.block.core_shape[0] * core.block.core_shape[1])
+            PROGRESS.block_done(core.block.core.pixels)
             yield core.tile.tile_id, staged
 
 
 class AssembleTileFn(beam.DoFn):
     """(tile_id, {tile, staged, failed}) → stats rows; a mask is published, or a failure recorded."""
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, plan_args: tuple[int, int, int, int],
-                 settings: str, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str, precision: str) -> None:
         self._card = card
         self._layout = layout
-        self._plan_args = plan_args
         self._settings = settings
         self._precision = precision
 
-    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[object]:  # noqa: D102
+    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[object]:
         tile_id, groups = element
-        tiles: list[TileSpec] = list(groups["tile"])
-        staged: list[StagedBlock] = list(groups["staged"])
-        failed: list[dict[str, Any]] = list(groups["failed"])
-        if not tiles:  # skipped as up to date: nothing was planned, nothing arrives
-            return iter(())
-        return iter(self._assemble(tile_id, tiles[0], staged, failed))
+        # Only planned tiles have blocks, staged or failed, so every group holds its tile once.
+        (planned,) = groups["tile"]
+        return iter(self._assemble(tile_id, planned, list(groups["staged"]), list(groups["failed"])))
 
-    def _assemble(self, tile_id: str, tile: TileSpec, staged: list[StagedBlock],
+    def _assemble(self, tile_id: str, planned: PlannedTile, staged: list[StagedBlock],
                   failed: list[dict[str, Any]]) -> list[object]:
+        tile = planned.tile
         out: list[object] = []
         try:
             if failed:
                 first = failed[0]
                 more = f" ({len(failed)} blocks failed)" if len(failed) > 1 else ""
-                out.append(beam.pvalue.TaggedOutput(FAILED, {**first, "message": first["message"] + more}))
+                out.append(beam.pvalue.TaggedOutput(FAILED, (tile_id, {**first, "message": first["message"] + more})))
                 return out
-            expected = len(plan_blocks(tile.tile_id, tile.height, tile.width, *self._plan_args))
-            if len(staged) != expected:
-                raise MaskWriteError(f"{tile.uri}: {len(staged)} of {expected} blocks arrived; mask not written")
+            if len(staged) != planned.blocks:
+                raise MaskWriteError(f"{tile.uri}: {len(staged)} of {planned.blocks} blocks arrived; mask not written")
             started = time.monotonic()
             mask_uri = self._layout.mask_uri(tile_id)
             staged.sort(key=lambda s: s.block.index)
@@ -245,11 +237,10 @@ class AssembleTileFn(beam.DoFn):
                 local = fileio.join(tmpdir, "mask.tif")
                 write_mask_cog(tile, staged, self._card, local, tags)
                 fileio.publish(local, mask_uri)
-            pixel_size = tile.area_model().pixel_size_m()
-            out.extend(stats_rows(tile, staged, self._card, mask_uri, self._precision, pixel_size))
+            out.extend(stats_rows(tile, staged, self._card, mask_uri, self._precision))
             PROGRESS.tile_done(tile.tile_id, time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
-            out.append(beam.pvalue.TaggedOutput(FAILED, failure_record(tile.uri, tile.tile_id, "write", exc)))
+            out.append(beam.pvalue.TaggedOutput(FAILED, (tile_id, failure_record(tile.uri, tile.tile_id, "write", exc))))
         finally:
             fileio.remove(self._layout.staging_dir(tile_id), recursive=True)
         return out
@@ -269,3 +260,43 @@ def is_done(tile: TileSpec, layout: OutputLayout, settings: str) -> bool:
     if done:
         log.info("skipping %s: mask is up to date (%s)", tile.tile_id, uri)
     return done
+
+
+class SkipDone(beam.PTransform):
+    """TileSpecs → those whose mask is missing or was made from another file or other settings."""
+
+    def __init__(self, layout: OutputLayout, settings: str) -> None:
+        super().__init__()
+        self._layout = layout
+        self._settings = settings
+
+    def expand(self, tiles: beam.PCollection) -> beam.PCollection:
+        return tiles | "DropUpToDate" >> beam.Filter(lambda t, layout=self._layout, settings=self._settings:
+                                                     not is_done(t, layout, settings))
+
+
+class WriteMasks(beam.PTransform):
+    """(planned tiles, block cores, block failures) → stats rows (main) and keyed tile failures.
+
+    Cores are staged as they come; once all of a tile's blocks are in (grouped by tile id), its
+    mask is written and published, or, if any block failed, the tile's first failure is recorded.
+    """
+
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str, precision: str) -> None:
+        super().__init__()
+        self._card = card
+        self._layout = layout
+        self._settings = settings
+        self._precision = precision
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> StageOutput:
+        planned, cores, block_failures = inputs
+        staged = cores | "StageCores" >> beam.ParDo(StageCoreFn(self._layout)).with_outputs(FAILED, main="main")
+        failures = (block_failures, staged[FAILED]) | "AddStagingFailures" >> beam.Flatten()
+        assembled = (
+            {"tile": planned, "staged": staged.main, "failed": failures}
+            | "GroupByTile" >> beam.CoGroupByKey()
+            | "Assemble" >> beam.ParDo(AssembleTileFn(self._card, self._layout, self._settings, self._precision))
+            .with_outputs(FAILED, main="main")
+        )
+        return StageOutput(assembled.main, assembled[FAILED])

@@ -1,175 +1,82 @@
-"""PlanBlocks: cut a tile into model patches and group them into blocks.
+"""PlanBlocks: cut each tile into blocks of model patches (the grid itself: common/plan.py).
 
-Patch grid along one axis of length ``L`` (pixels), for a patch size ``s`` (a multiple of the
-model's size multiple ``m``, at most the card's ``patch_size``) and halo ``h``. With
-``L' = roundup(L, m)``, ``S = s / m`` and ``D = floor((s - 2h) / m)``:
-
-    n      = 1                                        if L <= s
-           = 1 + ceil((L'/m - S) / D)                 otherwise
-    x_i    = m * floor(i * (L'/m - S) / (n - 1))      patch starts, i = 0 .. n-1 (first 0, last L' - s)
-    b_i    = floor((x_{i+1} + x_i + s) / 2)           core boundary: the middle of two patches' overlap
-    core_i = [b_{i-1}, b_i), with b_{-1} = 0 and b_{n-1} = L
-
-Every start is a multiple of ``m``: a U-Net pools by ``m``, so a patch that starts off that grid
-sees a different pooling phase than its neighbours (and than a whole-image pass) and disagrees
-with them everywhere, not just near its edge. Consecutive starts differ by at most ``m * D <=
-s - 2h``, so every core pixel has at least ``h`` pixels of context inside its patch on each side,
-except at the tile border, where the image ends anyway. The last patch may run up to ``m - 1``
-pixels past the tile (read as a mirror, never part of a core). The cores partition [0, L).
-Among admissible ``s`` — the card's patch size, and smaller multiples of ``lcm(m, 64)`` — we
-take the one with the least computed length ``n * s`` (ties: the larger ``s``). Edges that are
-multiples of 64 matter: on the reference CPU (oneDNN, bfloat16) a U-Net runs 512² patches at
-2.5 MPix/s but 496² or 480² patches at 1.3 MPix/s. A tile smaller than one patch gets one patch
-of ``roundup(L, m)``, padded.
-
-Blocks group up to ``patches_per_block`` consecutive patches per axis: one windowed read per
-block, and blended stitching (an option) can blend the patches inside a block.
+Besides the blocks, the stage emits each planned tile keyed by its id with its block count, so
+WriteMasks knows how many cores to wait for without planning the tile again.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import apache_beam as beam
 
+from common.plan import BlockSpec, plan_blocks
+from transforms.failures import FAILED, keyed_failure
+from transforms.progress import PROGRESS
+from transforms.tiles import TileSpec
 
-@dataclass(frozen=True)
-class AxisPlan:
-    """Patch grid along one axis: patch length, patch starts and core boundaries (pixels)."""
-
-    length: int
-    patch: int
-    starts: tuple[int, ...]
-    bounds: tuple[int, ...]  # n + 1 core boundaries, 0 .. length
-
-    @property
-    def n(self) -> int:
-        return len(self.starts)
-
-    def core(self, i: int) -> tuple[int, int]:
-        return self.bounds[i], self.bounds[i + 1]
-
-
-def _roundup(v: int, m: int) -> int:
-    return -(-v // m) * m
-
-
-def _grid(length: int, s: int, halo: int, m: int) -> AxisPlan | None:
-    """The grid for patch size ``s``, or None when ``s`` leaves no room for the halo on the m-grid."""
-    if length <= s:
-        return AxisPlan(length, s, (0,), (0, length))
-    step = (s - 2 * halo) // m  # largest start-to-start step, in units of m
-    if step < 1:
-        return None
-    span = _roundup(length, m) // m - s // m  # last start, in units of m
-    n = 1 + -(-span // step)
-    starts = tuple(m * ((i * span) // (n - 1)) for i in range(n))
-    inner = tuple((starts[i + 1] + starts[i] + s) // 2 for i in range(n - 1))
-    return AxisPlan(length, s, starts, (0, *inner, length))
-
-
-#: Patch edges are kept to multiples of this where possible (see the module docstring).
-FAST_STEP = 64
-
-
-def plan_axis(length: int, max_patch: int, halo: int, multiple: int) -> AxisPlan:
-    """Cheapest admissible patch grid along an axis of ``length`` pixels (see module docstring)."""
-    if length < 1:
-        raise ValueError(f"axis length must be >= 1, not {length}")
-    if max_patch % multiple or max_patch <= 2 * halo:
-        raise ValueError(f"patch size {max_patch} must be a multiple of {multiple} and exceed 2*halo ({2 * halo})")
-    if length <= max_patch:
-        return AxisPlan(length, _roundup(length, multiple), (0,), (0, length))
-    step = math.lcm(multiple, FAST_STEP)
-    candidates = [max_patch] + [s for s in range(max_patch - max_patch % step, 0, -step) if s != max_patch]
-    best: AxisPlan | None = None
-    for s in candidates:
-        if s <= 2 * halo:
-            break
-        plan = _grid(length, s, halo, multiple)
-        if plan is not None and (best is None or plan.n * plan.patch < best.n * best.patch):
-            best = plan
-    if best is None:
-        raise ValueError(f"patch size {max_patch} leaves no room for halo {halo} on a grid of {multiple} px; "
-                         f"use a patch of at least {2 * halo + multiple}")
-    return best
+PLANNED = "planned"
 
 
 @dataclass(frozen=True)
-class BlockSpec:
-    """One block of a tile: a read window holding several patches, and the core it is responsible for.
+class PlannedTile:
+    """A tile and the number of blocks it was cut into."""
 
-    All coordinates are tile pixels, rows then columns. The window may extend past the tile's
-    bottom/right edge by less than the size multiple, or to a whole patch when the tile is smaller
-    than one (the read mirrors it in; those pixels are never in a core).
-    ``patch_offsets`` are (row, col) of each patch inside the window; ``patch_cores`` are the
-    (row0, row1, col0, col1) core of each patch, in tile pixels.
-    """
-
-    tile_id: str
-    index: tuple[int, int]
-    window: tuple[int, int, int, int]  # row_off, col_off, height, width
-    core: tuple[int, int, int, int]  # row0, row1, col0, col1
-    patch_shape: tuple[int, int]
-    patch_offsets: tuple[tuple[int, int], ...]
-    patch_cores: tuple[tuple[int, int, int, int], ...]
-
-    @property
-    def key(self) -> str:
-        return f"{self.tile_id}#{self.index[0]}_{self.index[1]}"
-
-    @property
-    def core_shape(self) -> tuple[int, int]:
-        return self.core[1] - self.core[0], self.core[3] - self.core[2]
+    tile: TileSpec
+    blocks: int
 
 
-def plan_blocks(
-    tile_id: str, height: int, width: int, max_patch: int, halo: int, multiple: int, patches_per_block: int
-) -> list[BlockSpec]:
-    """All blocks of a ``height`` x ``width`` tile, row-major."""
-    if patches_per_block < 1:
-        raise ValueError("patches_per_block must be >= 1")
-    rows = plan_axis(height, max_patch, halo, multiple)
-    cols = plan_axis(width, max_patch, halo, multiple)
-    g = patches_per_block
-    blocks = []
-    for bi, r0 in enumerate(range(0, rows.n, g)):
-        ri = range(r0, min(r0 + g, rows.n))
-        for bj, c0 in enumerate(range(0, cols.n, g)):
-            ci = range(c0, min(c0 + g, cols.n))
-            win_r, win_c = rows.starts[ri[0]], cols.starts[ci[0]]
-            win_h = rows.starts[ri[-1]] + rows.patch - win_r
-            win_w = cols.starts[ci[-1]] + cols.patch - win_c
-            offsets, cores = [], []
-            for i in ri:
-                for j in ci:
-                    offsets.append((rows.starts[i] - win_r, cols.starts[j] - win_c))
-                    cores.append((*rows.core(i), *cols.core(j)))
-            blocks.append(BlockSpec(
-                tile_id=tile_id,
-                index=(bi, bj),
-                window=(win_r, win_c, win_h, win_w),
-                core=(rows.bounds[ri[0]], rows.bounds[ri[-1] + 1], cols.bounds[ci[0]], cols.bounds[ci[-1] + 1]),
-                patch_shape=(rows.patch, cols.patch),
-                patch_offsets=tuple(offsets),
-                patch_cores=tuple(cores),
-            ))
-    return blocks
+@dataclass(frozen=True)
+class PlanArgs:
+    """The patch grid's settings (pixels): largest patch, halo, the model's size multiple, and
+    patches per block edge (one read per block)."""
 
+    patch_size: int
+    halo: int
+    multiple: int
+    patches_per_block: int
 
-def computed_pixels(blocks: list[BlockSpec]) -> int:
-    """Patch pixels the model computes for these blocks (the overlap cost of a plan)."""
-    return sum(len(b.patch_offsets) * b.patch_shape[0] * b.patch_shape[1] for b in blocks)
+    def blocks(self, tile: TileSpec) -> list[BlockSpec]:
+        return plan_blocks(tile.height, tile.width, self.patch_size, self.halo, self.multiple,
+                           self.patches_per_block)
 
 
 class PlanBlocksFn(beam.DoFn):
-    """TileSpec → (TileSpec, BlockSpec) for each block of the tile."""
+    """TileSpec → (TileSpec, BlockSpec) per block, and (tile_id, PlannedTile) on ``planned``."""
 
-    def __init__(self, max_patch: int, halo: int, multiple: int, patches_per_block: int) -> None:
-        self._args = (max_patch, halo, multiple, patches_per_block)
+    def __init__(self, args: PlanArgs) -> None:
+        self._args = args
 
-    def process(self, tile: object) -> Iterator[tuple[object, BlockSpec]]:
-        for block in plan_blocks(tile.tile_id, tile.height, tile.width, *self._args):  # type: ignore[attr-defined]
+    def process(self, tile: TileSpec) -> Iterator[object]:
+        try:
+            blocks = self._args.blocks(tile)
+        except Exception as exc:  # noqa: BLE001 - a tile the grid cannot cover fails alone
+            yield keyed_failure(tile.uri, tile.tile_id, "plan", exc)
+            return
+        PROGRESS.planned(tile.pixels)
+        yield beam.pvalue.TaggedOutput(PLANNED, (tile.tile_id, PlannedTile(tile, len(blocks))))
+        for block in blocks:
             yield tile, block
+
+
+class PlanOutput(NamedTuple):
+    """PlanBlocks' outputs (a tuple, so that Beam sees each PCollection)."""
+
+    blocks: beam.PCollection   # (TileSpec, BlockSpec)
+    planned: beam.PCollection  # (tile_id, PlannedTile)
+    failed: beam.PCollection   # (tile_id, failure record)
+
+
+class PlanBlocks(beam.PTransform):
+    """TileSpecs → their blocks, spread over workers, plus the planned tiles and failures."""
+
+    def __init__(self, args: PlanArgs) -> None:
+        super().__init__()
+        self._args = args
+
+    def expand(self, tiles: beam.PCollection) -> PlanOutput:
+        out = tiles | "Plan" >> beam.ParDo(PlanBlocksFn(self._args)).with_outputs(PLANNED, FAILED, main="main")
+        blocks = out.main | "SpreadBlocks" >> beam.Reshuffle()
+        return PlanOutput(blocks, out[PLANNED], out[FAILED])

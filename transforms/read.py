@@ -1,9 +1,12 @@
-"""ReadBlock and Patchify: one windowed read per block, cut into raw patches for the model.
+"""ReadBlocks: one windowed read per block, cut into raw patches for the model.
 
 The read window is clipped to the tile; anything outside (only when a tile is smaller than one
-patch) is filled by mirroring and marked invalid, so the model sees natural-looking context and
-the padded pixels never reach a mask. Validity comes from nodata, alpha or GDAL's internal mask,
-and NaN is always invalid.
+patch, or the last patch runs past the edge) is filled by mirroring and marked invalid, so the
+model sees natural-looking context and the padded pixels never reach a mask. Validity comes from
+nodata, alpha or GDAL's internal mask, and NaN is always invalid.
+
+Each block leaves as ``(BlockContext, Patches)``: the model handler sees only the patches; the
+context (tile, block, validity) travels beside them as RunInference's key.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Tuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.utils.windowed_value import WindowedValue
 
-from model.card import ModelCard
-from transforms import fileio
-from transforms.plan import BlockSpec
-from transforms.records import FAILED, failure_record
+from common import fileio
+from common.patching import patchify
+from common.plan import BlockSpec
+from common.windows import Window, mirror_pad
+from model.handler import Patches
+from transforms.failures import FAILED, StageOutput, keyed_failure
 from transforms.tiles import TileSpec
 
 log = logging.getLogger(__name__)
@@ -33,34 +38,32 @@ class BlockReadError(IOError):
 
 
 @dataclass
-class BlockInput:
-    """What the model handler needs: the block's patches and where their pixels are valid.
-
-    ``patches``: (K, Hp, Wp, C) raw pixels in the source dtype (the model normalises them with
-    ``tile.scale_divisor`` and the card's mean/std). ``valid``: (Hw, Ww) bool over the block window.
-    """
+class BlockContext:
+    """What stitching needs beside the model's output: the tile, the block, and where the block
+    window's pixels are valid (``valid``: (Hw, Ww) bool over ``block.window``)."""
 
     tile: TileSpec
     block: BlockSpec
-    patches: np.ndarray
     valid: np.ndarray
 
 
-def read_window(src: object, tile: TileSpec, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` (row_off, col_off, height, width) of the tile's model bands.
+#: One block on its way to the model: its context (the RunInference key) and its patches.
+KeyedPatches = Tuple[BlockContext, Patches]
+
+
+def read_window(src: Any, tile: TileSpec, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` (tile pixels) of the tile's model bands.
 
     Returns raw (H, W, C) in the source dtype and valid (H, W) bool. Parts of the window outside
     the tile are mirrored in and marked invalid.
     """
-    from rasterio.windows import Window
-
-    row, col, h, w = window
-    r0, c0 = max(row, 0), max(col, 0)
-    r1, c1 = min(row + h, tile.height), min(col + w, tile.width)
-    win = Window(c0, r0, c1 - c0, r1 - r0)
+    inside = window.intersection(Window(0, 0, tile.height, tile.width))
+    if inside is None:
+        raise BlockReadError(f"{tile.uri}: window {window} lies outside the {tile.width}x{tile.height} tile")
+    win = inside.to_rasterio()
     unique = sorted(set(tile.bands))
-    data = src.read(unique, window=win)  # type: ignore[attr-defined]  # (C', h, w)
-    if data.shape[1:] != (r1 - r0, c1 - c0):
+    data = src.read(unique, window=win)  # (C', h, w)
+    if data.shape[1:] != inside.shape:
         raise BlockReadError(f"{tile.uri}: short read of window {window}")
     pos = {b: i for i, b in enumerate(unique)}
     raw = np.moveaxis(data, 0, -1)[..., [pos[b] for b in tile.bands]]  # (h, w, C)
@@ -75,20 +78,12 @@ def read_window(src: object, tile: TileSpec, window: tuple[int, int, int, int]) 
         valid &= finite
         if not finite.all():
             raw = np.where(np.isfinite(raw), raw, 0).astype(raw.dtype)
-    pad = ((r0 - row, row + h - r1), (c0 - col, col + w - c1))
-    if any(p for pair in pad for p in pair):
-        raw = np.pad(raw, (*pad, (0, 0)), mode="symmetric")
-        valid = np.pad(valid, pad, mode="constant", constant_values=False)
-    return raw, valid
+    placed = inside.relative_to(window)
+    return mirror_pad(raw, placed, window.shape), mirror_pad(valid, placed, window.shape, fill=False)
 
 
-def patchify(image: np.ndarray, offsets: tuple[tuple[int, int], ...], shape: tuple[int, int]) -> np.ndarray:
-    """Cut (H, W, C) ``image`` into (K, ph, pw, C) patches at the given (row, col) offsets."""
-    ph, pw = shape
-    return np.stack([image[r:r + ph, c:c + pw] for r, c in offsets])
-
-
-def read_block(tile: TileSpec, block: BlockSpec, card: ModelCard) -> BlockInput:
+def read_block(tile: TileSpec, block: BlockSpec) -> tuple[BlockContext, Patches]:
+    """One windowed read of ``block``, cut into its patches: (context, patches)."""
     try:
         with fileio.open_raster(tile.uri) as src:
             raw, valid = read_window(src, tile, block.window)
@@ -99,22 +94,22 @@ def read_block(tile: TileSpec, block: BlockSpec, card: ModelCard) -> BlockInput:
             f"{tile.uri}: cannot read block {block.index} window {block.window} ({exc}); "
             "the file is probably truncated or corrupt - re-copy or re-export it"
         ) from None
-    patches = patchify(raw, block.patch_offsets, block.patch_shape)
-    return BlockInput(tile=tile, block=block, patches=patches, valid=valid)
+    patches = Patches(patchify(raw, block.patches), tile.scale_divisor)
+    return BlockContext(tile, block, valid), patches
 
 
 class ReadBlockFn(beam.DoFn):
-    """(TileSpec, BlockSpec) → BlockInput, or a failure record on ``failed``.
+    """(TileSpec, BlockSpec) → (BlockContext, Patches), or a keyed failure on ``failed``.
 
     Reads run ``prefetch`` blocks ahead on a small thread pool, so decoding (and, for ``gs://``,
     network latency) overlaps with inference on the blocks before; GDAL and numpy release the GIL.
     Elements still in flight at the end of a bundle are emitted from ``finish_bundle``.
     """
 
-    def __init__(self, card: ModelCard, prefetch: int = 1) -> None:
-        self._card = card
+    def __init__(self, prefetch: int = 1) -> None:
         self._prefetch = prefetch
-        self._bytes = beam.metrics.Metrics.counter("tileseg", "bytes_read")
+        # Bytes of raw patch pixels handed to the model (overlap counted), not bytes read from files.
+        self._patch_bytes = beam.metrics.Metrics.counter("tileseg", "patch_bytes")
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self._prefetch), thread_name_prefix="tileseg-read")
@@ -128,10 +123,10 @@ class ReadBlockFn(beam.DoFn):
     def _read(self, element: tuple[TileSpec, BlockSpec]) -> object:
         tile, block = element
         try:
-            result = read_block(tile, block, self._card)
+            result = read_block(tile, block)
         except Exception as exc:  # noqa: BLE001 - recorded as a failure of this tile
-            return beam.pvalue.TaggedOutput(FAILED, failure_record(tile.uri, tile.tile_id, "read", exc))
-        self._bytes.inc(int(result.patches.nbytes))
+            return keyed_failure(tile.uri, tile.tile_id, "read", exc)
+        self._patch_bytes.inc(int(result[1].pixels.nbytes))
         return result
 
     def process(self, element: tuple[TileSpec, BlockSpec], window: Any = beam.DoFn.WindowParam,
@@ -148,3 +143,16 @@ class ReadBlockFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
             else:
                 yield WindowedValue(out, timestamp, [window])
+
+
+class ReadBlocks(beam.PTransform):
+    """(TileSpec, BlockSpec) → (BlockContext, Patches) per block, and keyed read failures."""
+
+    def __init__(self, prefetch: int = 1) -> None:
+        super().__init__()
+        self._prefetch = prefetch
+
+    def expand(self, blocks: beam.PCollection) -> StageOutput:
+        out = blocks | "Read" >> (beam.ParDo(ReadBlockFn(self._prefetch))
+                                  .with_output_types(KeyedPatches).with_outputs(FAILED, main="main"))
+        return StageOutput(out.main, out[FAILED])

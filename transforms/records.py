@@ -1,4 +1,4 @@
-"""Output records (per-class statistics, failures), their Parquet schemas, and the Parquet writer.
+"""Run tables (per-class statistics, failures): their Parquet schemas, the writer and WriteRunTables.
 
 Both tables are small (a row per tile and class, a row per failure), so each run writes one
 Parquet file per table, named by run id, through a local temporary file and one publish.
@@ -6,18 +6,16 @@ Parquet file per table, named by run id, through a local temporary file and one 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import fileio
+from common import fileio
 
 log = logging.getLogger(__name__)
-
-FAILED = "failed"  # tag of every stage's failure output
 
 STATS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -49,26 +47,6 @@ FAILURE_SCHEMA = pa.schema([
 ])
 
 
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def failure_record(uri: str, tile_id: str, stage: str, exc: BaseException) -> dict[str, Any]:
-    """A failures row (run_id is filled in when the table is written)."""
-    message = str(exc) or type(exc).__name__
-    if uri not in message:
-        message = f"{uri}: {message}"
-    log.warning("failed at %s: %s", stage, message)
-    return {
-        "uri": uri,
-        "tile_id": tile_id,
-        "stage": stage,
-        "error_type": type(exc).__name__,
-        "message": message,
-        "failed_at": now_utc(),
-    }
-
-
 def write_table(rows: list[dict[str, Any]], schema: pa.Schema, uri: str, run_id: str) -> str | None:
     """Write ``rows`` as one Parquet file at ``uri`` (atomically); nothing when there are none."""
     if not rows:
@@ -81,3 +59,26 @@ def write_table(rows: list[dict[str, Any]], schema: pa.Schema, uri: str, run_id:
         fileio.publish(local, uri)
     log.info("wrote %d rows to %s", len(rows), uri)
     return uri
+
+
+class WriteRunTables(beam.PTransform):
+    """(stats rows, keyed failures) → one Parquet file each at ``stats_uri`` / ``failures_uri``.
+
+    Both tables are small, so each is collected whole and written once, atomically.
+    """
+
+    def __init__(self, stats_uri: str, failures_uri: str, run_id: str) -> None:
+        super().__init__()
+        self._stats_uri = stats_uri
+        self._failures_uri = failures_uri
+        self._run_id = run_id
+
+    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        stats, failures = pcolls
+        stats_uri, failures_uri, run_id = self._stats_uri, self._failures_uri, self._run_id
+        s = (stats | "CollectStats" >> beam.combiners.ToList()
+             | "WriteStats" >> beam.Map(lambda rows: write_table(rows, STATS_SCHEMA, stats_uri, run_id)))
+        f = (failures | "DropTileKeys" >> beam.Values()
+             | "CollectFailures" >> beam.combiners.ToList()
+             | "WriteFailures" >> beam.Map(lambda rows: write_table(rows, FAILURE_SCHEMA, failures_uri, run_id)))
+        return (s, f) | "FlattenWritten" >> beam.Flatten()

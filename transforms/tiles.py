@@ -1,4 +1,4 @@
-"""DiscoverTiles: match input files, open headers only, and describe each tile as a TileSpec.
+"""DiscoverTiles: open each input file's header only and describe the tile as a TileSpec.
 
 A TileSpec carries everything later stages need (size, CRS, transform, which source band feeds
 which model band, how validity is decided, how raw values are scaled), so no later stage has to
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import apache_beam as beam
 import numpy as np
 
+from common import fileio
+from common.areas import PixelAreaModel, pixel_area_model
 from model.card import ModelCard
-from transforms.areas import PixelAreaModel, pixel_area_model
-from transforms import fileio
-from transforms.records import FAILED, failure_record
+from transforms.failures import FAILED, StageOutput, keyed_failure
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +40,29 @@ class TileSpec:
     ``bands`` are 1-based source band indexes, one per model input band, in the model's order
     (a band may repeat when a grey image feeds an RGB model). ``scale_divisor`` maps raw values to
     [0, 1] before the card's mean/std. ``transform`` is the affine (a, b, c, d, e, f).
+    ``crs`` is the CRS as the statistics name it (``EPSG:32640``, or WKT without an authority);
+    ``pixel_areas`` gives the ground area of its pixels (common/areas.py). Both are worked out
+    here once, from the header, and carried to every later stage.
     """
 
     uri: str
     tile_id: str
     width: int
     height: int
-    count: int
     dtype: str
     crs_wkt: str | None
+    crs: str | None
     transform: tuple[float, float, float, float, float, float]
     bands: tuple[int, ...]
     nodata: float | None
     mask_kind: str  # "none" (all valid), "nodata" (all read bands equal nodata), "gdal" (alpha/internal mask)
     scale_divisor: float
     fingerprint: str
+    pixel_areas: PixelAreaModel
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
-
-    def area_model(self) -> PixelAreaModel:
-        """Pixel areas in m² for this tile's CRS and transform (see transforms/areas.py)."""
-        from affine import Affine
-        from rasterio.crs import CRS
-
-        crs = CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
-        return pixel_area_model(crs, Affine(*self.transform), self.height, self.width)
 
 
 def tile_id_for(uri: str, root: str, keep_extension: bool = False) -> str:
@@ -177,10 +173,10 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
     try:
         with fileio.open_raster(uri) as src:
             colorinterp = [ci.name for ci in src.colorinterp]
-            count, width, height = src.count, src.width, src.height
+            width, height = src.width, src.height
             dtype = src.dtypes[0]
-            crs_wkt = src.crs.to_wkt() if src.crs else None
-            transform = tuple(src.transform)[:6]
+            crs = src.crs if src.crs else None
+            affine = src.transform
             nodata = src.nodata
             flags = src.mask_flag_enums
             nbits_tag = src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
@@ -196,6 +192,8 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
     bands = match_bands(colorinterp, card.input_bands, uri, bands_override)
     from rasterio.enums import MaskFlags
 
+    auth = crs.to_authority() if crs is not None else None
+
     if all(MaskFlags.all_valid in f for f in flags):
         mask_kind = "none"
     elif nodata is not None and all(f == [MaskFlags.nodata] for f in flags):
@@ -207,20 +205,21 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         tile_id=tile_id or tile_id_for(uri, root),
         width=width,
         height=height,
-        count=count,
         dtype=dtype,
-        crs_wkt=crs_wkt,
-        transform=tuple(float(v) for v in transform),  # type: ignore[arg-type]
+        crs_wkt=crs.to_wkt() if crs is not None else None,
+        crs=(f"{auth[0]}:{auth[1]}" if auth else crs.to_wkt()) if crs is not None else None,
+        transform=(affine.a, affine.b, affine.c, affine.d, affine.e, affine.f),
         bands=bands,
         nodata=None if nodata is None else float(nodata),
         mask_kind=mask_kind,
         scale_divisor=scale_divisor(dtype, int(nbits_tag) if nbits_tag else None, card),
         fingerprint=_fingerprint(uri),
+        pixel_areas=pixel_area_model(crs, affine, height, width),
     )
 
 
 class DescribeTileFn(beam.DoFn):
-    """(uri, tile_id) → TileSpec, or a failure record on the ``failed`` output."""
+    """(uri, tile_id) → TileSpec, or a keyed failure record on the ``failed`` output."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None) -> None:
         self._root = root
@@ -232,4 +231,16 @@ class DescribeTileFn(beam.DoFn):
         try:
             yield describe_tile(uri, self._root, self._card, self._bands, tile_id)
         except Exception as exc:  # noqa: BLE001 - any bad file becomes a failure row, never a crash
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(uri, tile_id, "discover", exc))
+            yield keyed_failure(uri, tile_id, "discover", exc)
+
+
+class DiscoverTiles(beam.PTransform):
+    """(uri, tile_id) pairs → TileSpecs (main) and the files that cannot be used (failed)."""
+
+    def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self._fn = DescribeTileFn(root, card, bands)
+
+    def expand(self, uris: beam.PCollection) -> StageOutput:
+        out = uris | "DescribeTiles" >> beam.ParDo(self._fn).with_outputs(FAILED, main="main")
+        return StageOutput(out.main, out[FAILED])

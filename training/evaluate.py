@@ -1,7 +1,7 @@
 """``tileseg evaluate``: pixel accuracy, per-class IoU, mIoU and the confusion matrix of a model.
 
 Every image is predicted through the pipeline's own plan → patch → predict → stitch code
-(``transforms/segment_array.py``), so the figures describe what users get from ``tileseg run``.
+(``common/segment_array.py``, by way of training/evaluation.py), so the figures describe what users get from ``tileseg run``.
 ``--tta`` averages class probabilities over the views the model was trained to treat alike: the 8
 D4 views (flips and quarter turns), or only the left-right flip for models whose card says they
 were trained without rotations (street scenes; membrane, whose labels are offset vertically).
@@ -21,49 +21,15 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from model import datasets
+from common.cli import exit_now, setup_logging
+from common.metrics import summary
 from model.card import ModelCard, load_card
-from model.metrics import confusion, summary
+from model.predictor import Predictor
+from model.shipped import DEFAULT_MODEL
+from training import datasets
+from training.evaluation import evaluate, segmenter, tta_views
 
 log = logging.getLogger(__name__)
-
-D4 = [(k, flip) for flip in (False, True) for k in range(4)]
-LEFT_RIGHT = [(0, False), (0, True)]
-
-
-def tta_views(card: ModelCard) -> list[tuple[int, bool]]:
-    """The test-time views for ``card``: the symmetries its training augmentation taught it (a
-    street model has never seen the sky at the bottom). Cards without training records: D4."""
-    trained_d4 = (card.training or {}).get("config", {}).get("d4", True)
-    return D4 if trained_d4 else LEFT_RIGHT
-
-
-def _forward(img: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    out = np.rot90(img, k, axes=(0, 1))
-    return out[:, ::-1] if flip else out
-
-
-def _inverse(img: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    if flip:
-        img = img[:, ::-1]
-    return np.rot90(img, -k, axes=(0, 1))
-
-
-def predict(image: np.ndarray, predictor: object, divisor: float,
-            views: list[tuple[int, bool]] | None = None) -> np.ndarray:
-    """(H, W, C) raw image → (H, W) uint8 labels through the pipeline's patch-and-stitch code;
-    with ``views`` (quarter turns, left-right flip), the argmax of their mean probabilities."""
-    from transforms.segment_array import segment_array, segment_scores
-
-    if not views:
-        return segment_array(image, predictor, divisor)  # type: ignore[arg-type]
-    acc = None
-    for k, flip in views:
-        view = np.ascontiguousarray(_forward(image, k, flip))
-        scores = _inverse(segment_scores(view, predictor, divisor), k, flip)  # type: ignore[arg-type]
-        acc = scores.copy() if acc is None else acc + scores
-    assert acc is not None
-    return np.argmax(acc, axis=-1).astype(np.uint8)
 
 
 def _samples(a: argparse.Namespace, card: ModelCard) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -82,8 +48,6 @@ def _samples(a: argparse.Namespace, card: ModelCard) -> Iterator[tuple[str, np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segment import DEFAULT_MODEL
-
     parser = argparse.ArgumentParser(prog="tileseg evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--dataset", choices=("dubai-aerial", "camvid", "membrane"))
@@ -99,20 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     if bool(a.dataset) == bool(a.images or a.labels) or (not a.dataset and not (a.images and a.labels)):
         parser.error("give either --dataset NAME or both --images DIR and --labels DIR")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    from model.predictor import Predictor
+    setup_logging()
 
     card = load_card(a.model)
-    predictor = Predictor.from_dir(a.model, a.precision)
-    divisor = card.normalisation.divisor_for("uint8")
+    predictor = Predictor.from_dir(a.model, a.precision, card)
     views = tta_views(card) if a.tta else None
-    cm = np.zeros((card.num_classes, card.num_classes), dtype=np.int64)
     try:
-        for i, (name, image, label) in enumerate(_samples(a, card), 1):
-            pred = predict(image, predictor, divisor, views)
-            cm += confusion(label, pred, card.num_classes)
-            log.info("%d: %s done", i, name)
+        cm = evaluate(segmenter(predictor, views), _samples(a, card), card.num_classes, log_each=True).confusion
     except datasets.DatasetError as exc:
         print(f"tileseg evaluate: {exc}", file=sys.stderr)
         return 2
@@ -131,6 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import exit_now
-
     exit_now(main(sys.argv[1:]))

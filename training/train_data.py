@@ -15,8 +15,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from model import datasets
-from model.datasets import IGNORE
+from common.normalise import to_unit
+from common.synthetic import render_window
+from training import datasets
+from training.datasets import IGNORE
 
 
 @dataclass
@@ -108,8 +110,6 @@ def _crops(data: LabelledImages, crop: int, seed: int, synthetic_fraction: float
     while True:
         size = crop if lo == hi else int(round(crop / np.exp(rng.uniform(lo, hi))))
         if synthetic_fraction and rng.random() < synthetic_fraction:
-            from model.synthetic import render_window
-
             scene = int(rng.choice(SYNTHETIC_SEEDS))
             r, c = (int(v) for v in rng.integers(0, SYNTHETIC_EXTENT - size, 2))
             rgb, lab = render_window(scene, r, c, size, size, SYNTHETIC_RESOLUTION_M)
@@ -194,7 +194,8 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
         flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
         label = tf.cond(flip, lambda: tf.image.flip_left_right(label), lambda: label)
-        x = tf.cast(image, tf.float32) * (1.0 / divisor)
+        # The pipeline's normalisation (common/normalise.py); exported cards keep mean 0 and std 1.
+        x = to_unit(tf.cast(image, tf.float32), divisor)
         if aug.elastic > 0:
             side = tf.shape(label)[0]  # crops are square
             x, label = elastic_warp(x, label, elastic_displacement(seeds[5], side, aug.elastic, aug.elastic_grid))

@@ -1,0 +1,139 @@
+"""``tileseg run``'s options, validated once into a frozen SegmentConfig before anything starts.
+
+Transforms never see PipelineOptions: ``build_config`` turns them into a ``SegmentConfig`` (or a
+ConfigError that says what to fix, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from common import fileio
+from model.card import ModelCard, ModelCardError, load_card
+from model.loading import PRECISIONS, resolve_precision
+from model.shipped import DEFAULT_MODEL
+from transforms.masks import OutputLayout
+from transforms.plan import PlanArgs
+from transforms.tiles import parse_bands
+
+RASTER_EXTENSIONS = (".tif", ".tiff", ".gtiff", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".vrt")
+
+
+class ConfigError(ValueError):
+    """A bad option: the message says what to fix. Raised before any pipeline starts."""
+
+
+class SegmentOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--input", required=True, help="glob, file or directory of rasters (local or gs://)")
+        parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+        parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory: card.json + .keras file")
+        parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+        parser.add_argument("--batch_size", type=int, default=4, help="patches per model call")
+        parser.add_argument("--stitch", default="overlap", choices=("overlap", "blend"),
+                            help="overlap: keep each patch's centre (exact); blend: weight class scores")
+        parser.add_argument("--bands", default=None, help="1-based source bands in model band order, e.g. 3,2,1")
+        parser.add_argument("--patch_size", type=int, default=None, help="largest patch (default: the model card's)")
+        parser.add_argument("--halo", type=int, default=None, help="context kept around each patch core (default: card)")
+        parser.add_argument("--patches_per_block", type=int, default=4, help="patches per block edge (one read per block)")
+        parser.add_argument("--overwrite", action="store_true", help="redo tiles whose masks are already up to date")
+        parser.add_argument("--run_id", default=None, help="names this run's stats/failures files (default: time + random)")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    input: str
+    output: str
+    model_dir: str
+    card: ModelCard
+    precision: str
+    batch_size: int
+    stitch: str
+    bands: tuple[int, ...] | None
+    patch_size: int
+    halo: int
+    patches_per_block: int
+    overwrite: bool
+    run_id: str
+    uris: tuple[str, ...]
+    root: str
+
+    @property
+    def plan_args(self) -> PlanArgs:
+        return PlanArgs(self.patch_size, self.halo, self.card.size_multiple, self.patches_per_block)
+
+    @property
+    def settings(self) -> str:
+        """Everything that changes a mask: a tile redone only when this or the file changes."""
+        key = {
+            "model": self.card.model_id, "precision": self.precision, "stitch": self.stitch,
+            "bands": self.bands, "patch": self.patch_size, "halo": self.halo,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def layout(self) -> OutputLayout:
+        return OutputLayout(self.output.rstrip("/"), self.run_id)
+
+
+def list_inputs(pattern: str) -> tuple[list[str], str]:
+    """Input URIs and the root their tile ids are relative to. A directory yields its rasters."""
+    fs, path = fileio.filesystem(pattern)
+    is_dir = not any(ch in path for ch in "*?[") and fs.isdir(path)
+    uris = fileio.match(pattern)
+    if is_dir:
+        uris = [u for u in uris if u.lower().endswith(RASTER_EXTENSIONS) and "/." not in u]
+    return uris, fileio.glob_root(pattern)
+
+
+def build_config(opts: SegmentOptions, runner: str | None = None) -> SegmentConfig:
+    """Validate options once, before any pipeline starts; raise ConfigError saying what to fix."""
+    o = opts.view_as(SegmentOptions)
+    try:
+        card = load_card(o.model)
+    except ModelCardError as exc:
+        raise ConfigError(str(exc)) from None
+    if o.batch_size < 1:
+        raise ConfigError(f"--batch_size must be at least 1, not {o.batch_size}")
+    if o.patches_per_block < 1:
+        raise ConfigError(f"--patches_per_block must be at least 1, not {o.patches_per_block}")
+    patch = o.patch_size or card.patch_size
+    halo = card.halo if o.halo is None else o.halo
+    if patch % card.size_multiple or patch < card.size_multiple:
+        raise ConfigError(f"--patch_size {patch} must be a positive multiple of {card.size_multiple} for model {card.model_id}")
+    if halo < 0 or 2 * halo >= patch:
+        raise ConfigError(f"--halo {halo} must be >= 0 and less than half of the patch size {patch}")
+    try:
+        bands = parse_bands(o.bands)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if bands is not None and len(bands) != card.num_bands:
+        raise ConfigError(f"--bands gives {len(bands)} bands; model {card.model_id} takes {card.num_bands} ({', '.join(card.input_bands)})")
+    try:
+        uris, root = list_inputs(o.input)
+    except Exception as exc:  # noqa: BLE001 - a listing error is a bad --input
+        raise ConfigError(f"--input {o.input}: cannot list ({exc})") from None
+    if not uris:
+        raise ConfigError(f"--input {o.input}: no files match; check the path or glob (quote it so the shell does not expand it)")
+    try:
+        fileio.check_writable(o.output)
+    except OSError as exc:
+        raise ConfigError(f"--output: {exc}") from None
+    precision = o.precision
+    if runner in (None, "DirectRunner", "direct") and precision == "auto":
+        precision = resolve_precision(precision, card)
+    run_id = o.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return SegmentConfig(
+        input=o.input, output=o.output, model_dir=o.model, card=card, precision=precision,
+        batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,
+        patches_per_block=o.patches_per_block, overwrite=o.overwrite, run_id=run_id,
+        uris=tuple(uris), root=root,
+    )

@@ -1,0 +1,93 @@
+"""Export a trained model: the float32 ``.keras`` file, its metrics measured on the exported file
+through the pipeline's patch-and-stitch code, the bfloat16/float16 label agreement, and the card."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+
+from common.metrics import summary
+from model.architectures import macs_per_pixel
+from model.card import ModelCard, save_card
+from training.config import TrainConfig
+from training.evaluation import evaluate_images
+from training.fit import MODEL_FILE, TrainResult, provisional_card
+from training.splits import TrainingData
+from training.train_data import LabelledImages
+
+
+def _agreement(loaded: Any, card: ModelCard, val: LabelledImages, reference: list[np.ndarray],
+               precision: str, max_pixels: float) -> tuple[float, int]:
+    from model.loading import LoadedModel, set_precision
+    from model.predictor import Predictor
+
+    predictor = Predictor(LoadedModel(card, set_precision(loaded, precision), precision))
+    # The first images whose pixels fit in max_pixels (always at least one).
+    n, total = 0, 0
+    while n < len(reference) and (n == 0 or total + reference[n].size <= max_pixels):
+        total += reference[n].size
+        n += 1
+    _, preds = evaluate_images(predictor, LabelledImages(val.images[:n], val.labels[:n], val.names[:n]), card)
+    same = sum(int(np.sum(pred == ref)) for pred, ref in zip(preds, reference))
+    return round(same / total, 5), total
+
+
+def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out: str, command: str) -> ModelCard:
+    """Save the float32 ``.keras`` file, measure it on the validation images, write the card."""
+    import keras
+    import tensorflow as tf
+
+    from model.loading import LoadedModel
+    from model.predictor import Predictor
+
+    card = provisional_card(cfg, data.spec)
+    path = os.path.join(out, MODEL_FILE)
+    result.model.save(path)
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    t0 = time.monotonic()
+    cm, reference = evaluate_images(Predictor(LoadedModel(card, loaded, "float32")), data.val, card)
+    eval_s = time.monotonic() - t0
+    names = [c.name for c in card.classes]
+    metrics: dict[str, Any] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary(cm, names).items()}
+    metrics.update({
+        "pixel_error": round(1.0 - metrics["pixel_accuracy"], 4),
+        "split": "val", "fold": data.split.get("fold"), "images": len(data.val.images),
+        "pixels": int(cm.sum()), "confusion": cm.tolist(), "precision": "float32",
+        "evaluated_with": f"pipeline patch-and-stitch (common.segment_array), patch {cfg.patch_size}, halo {cfg.halo}",
+        "selection": ("best validation mIoU epoch (early stopping on this split)" if cfg.select == "best"
+                      else "last epoch (validation split never used for selection)"),
+    })
+    agreement, checked = {}, {}
+    for precision, limit in (("bfloat16", math.inf), ("float16", 4e6)):
+        agreement[precision], checked[precision] = _agreement(loaded, card, data.val, reference, precision, limit)
+    print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB): val mIoU {metrics['miou']:.4f}, pixel accuracy "
+          f"{metrics['pixel_accuracy']:.4f} ({eval_s:.0f}s); agreement with float32 {agreement}", flush=True)
+    spec = data.spec
+    card = replace(
+        card,
+        description=cfg.description or f"{cfg.arch.upper()} for {spec.name}: {', '.join(spec.class_names)}.",
+        license=(f"trained on {spec.name}, {spec.license}"
+                 + ("; NON-COMMERCIAL USE ONLY" if "NC" in spec.license else "")),
+        precision_agreement=agreement,
+        training={
+            "dataset": spec.name, "data_license": spec.license, "split": data.split,
+            "architecture": {"arch": cfg.arch, **cfg.architecture(card.num_classes, spec.in_channels)},
+            "parameters": result.params, "kmac_per_pixel": round(macs_per_pixel(loaded) / 1e3, 2),
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("name", "version", "description")},
+            "class_weights": [round(float(w), 4) for w in result.class_weights],
+            "steps": result.steps, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "best_val_miou_during_training": round(result.best_miou, 4) if cfg.select == "best" else None, "stop": result.stop_reason,
+            "wall_time_s": round(result.wall_s, 1), "history": result.history,
+            "precision_agreement_pixels": checked,
+            "command": command,
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+        },
+        metrics=metrics,
+    )
+    save_card(card, out)
+    return card
