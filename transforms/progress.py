@@ -1,7 +1,9 @@
 """Progress a person can follow: tiles done of total, tile pixels per second.
 
-On the DirectRunner every stage runs in this process, so one process-wide tracker sees the whole
-run; on a distributed runner each worker logs its own share (and Beam metrics add up the rest).
+On the DirectRunner (in-process) every stage runs in this process, so one process-wide tracker
+sees the whole run. On a distributed runner, or with the multi-process DirectRunner, each worker
+process logs only the blocks and tiles it handled itself; nothing adds those up (the one Beam
+counter, ``tileseg/patch_bytes``, counts raw patch bytes handed to the model).
 """
 
 from __future__ import annotations
