@@ -10,8 +10,10 @@ setup(
     version="0.1.0",
     description="Segment very large aerial and street images with a U-Net on Apache Beam",
     python_requires=">=3.11",
-    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*",
-                                    "model", "model.*"]),
+    # The layers, top to bottom (README: how the code is laid out): entry, stages and training,
+    # the model, the neutral low layer.
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "training",
+                                    "training.*", "model", "model.*", "common", "common.*"]),
     package_data={"model": ["weights/*/*.json", "weights/*/*.keras"]},
     include_package_data=True,
     install_requires=[
@@ -27,6 +29,7 @@ setup(
         "psutil>=5.9",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8", "rio-cogeo>=5"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8", "rio-cogeo>=5",
+                             "ruff>=0.15", "mypy>=1.10"]},
     entry_points={"console_scripts": ["tileseg=pipelines.cli:console"]},
 )

@@ -26,7 +26,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyproj
@@ -69,12 +69,13 @@ class _Ellipsoid:
 
 def _horizontal(crs: pyproj.CRS) -> pyproj.CRS:
     """The horizontal part of ``crs``: unwrap bound (TOWGS84) and compound (with vertical) CRSs."""
+    # source_crs is typed Optional but is always set on a bound CRS.
     if crs.is_bound:
-        crs = crs.source_crs
+        crs = cast(pyproj.CRS, crs.source_crs)
     if crs.is_compound:
         crs = crs.sub_crs_list[0]
         if crs.is_bound:
-            crs = crs.source_crs
+            crs = cast(pyproj.CRS, crs.source_crs)
     return crs
 
 
@@ -244,7 +245,7 @@ class PixelAreaModel:
         return math.sqrt(float(_geographic_pixel_areas(self.transform, ell, row, col)[0]))
 
 
-def _wkt_of(crs: object) -> str:
+def _wkt_of(crs: Any) -> str:
     """WKT of a rasterio/pyproj CRS or WKT string; "" for None or an empty CRS."""
     if crs is None:
         return ""
@@ -275,7 +276,7 @@ def pixel_area_model(crs: rasterio.crs.CRS | None, transform: affine.Affine, hei
     unit's factor to metres from pyproj (US survey feet, international feet, metres ...).
     Geographic -> "geographic". Any other CRS (geocentric, engineering, ...) raises AreaError.
     """
-    coeffs = tuple(float(v) for v in tuple(transform)[:6])
+    coeffs = cast("tuple[float, float, float, float, float, float]", tuple(float(v) for v in tuple(transform)[:6]))
     if height < 0 or width < 0:
         raise AreaError(f"raster size must be non-negative, got {height}x{width}")
     wkt = _wkt_of(crs)

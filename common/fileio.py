@@ -223,7 +223,7 @@ class _PublishOnClose:
     def __iter__(self) -> Iterator[Any]:
         return iter(self._file)
 
-    def __enter__(self) -> "_PublishOnClose":
+    def __enter__(self) -> _PublishOnClose:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -307,7 +307,7 @@ class _RasterSource:
     def closed(self) -> bool:
         return self._f.closed
 
-    def __enter__(self) -> "_RasterSource":
+    def __enter__(self) -> _RasterSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

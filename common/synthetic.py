@@ -27,7 +27,9 @@ photo would show (green vegetation, blue water), not the class colours.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import numpy as np
 
@@ -47,7 +49,7 @@ _U = np.uint32
 _K = (_U(0x9E3779B1), _U(0x85EBCA77), _U(0xC2B2AE3D), _U(0x27D4EB2F), _U(0x165667B1))
 
 
-def _u32(v) -> np.ndarray:
+def _u32(v: Any) -> np.ndarray:
     return np.asarray(v, dtype=np.int64).astype(np.uint32)
 
 
@@ -59,7 +61,7 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U(16))
 
 
-def _hash(seed: int, salt: int, *keys) -> np.ndarray:
+def _hash(seed: int, salt: int, *keys: Any) -> np.ndarray:
     """uint32 hash of (seed, salt, keys...); keys are broadcastable integer arrays."""
     h = _fmix(_u32([(seed * 0x3C6EF372 + salt * 0x6C8E9CF5 + 0x1B873593) & 0xFFFFFFFF]))[0]
     for i, k in enumerate(keys):
@@ -86,7 +88,7 @@ def _smooth(t: np.ndarray) -> np.ndarray:
 # window, then along y per pixel. Both steps only depend on global coordinates.
 
 
-def _axis(coords: np.ndarray, scale: float):
+def _axis(coords: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     f = coords / scale
     i = np.floor(f)
     t = _smooth(f - i).astype(np.float32)
@@ -109,12 +111,13 @@ def _noise(seed: int, salt: int, ys: np.ndarray, xs: np.ndarray, scale: float) -
     return top + (rows[cy + 1] - top) * ty[:, None]
 
 
-def _fbm(seed, salt, ys, xs, scales, weights) -> np.ndarray:
-    out = None
+def _fbm(seed: int, salt: int, ys: np.ndarray, xs: np.ndarray, scales: Sequence[float],
+         weights: Sequence[float]) -> np.ndarray:
+    out: np.ndarray | None = None
     for k, (s, w) in enumerate(zip(scales, weights)):
         n = _noise(seed, salt + 1000 * k, ys, xs, s) * np.float32(w)
         out = n if out is None else out + n
-    return out
+    return cast(np.ndarray, out)  # scales is never empty
 
 
 def _noise_points(seed: int, salt: int, y: np.ndarray, x: np.ndarray, scale: float) -> np.ndarray:
@@ -129,9 +132,10 @@ def _noise_points(seed: int, salt: int, y: np.ndarray, x: np.ndarray, scale: flo
     return top + (bot - top) * ty
 
 
-def _fbm_points(seed, salt, y, x, scales, weights) -> np.ndarray:
-    return sum(_noise_points(seed, salt + 1000 * k, y, x, s) * np.float32(w)
-               for k, (s, w) in enumerate(zip(scales, weights)))
+def _fbm_points(seed: int, salt: int, y: np.ndarray, x: np.ndarray, scales: Sequence[float],
+                weights: Sequence[float]) -> np.ndarray:
+    return cast(np.ndarray, sum(_noise_points(seed, salt + 1000 * k, y, x, s) * np.float32(w)
+                    for k, (s, w) in enumerate(zip(scales, weights))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +181,7 @@ _GROUNDS = np.array([
 ], dtype=np.float32)
 
 
-def _curve_table(seed: int, js: np.ndarray, xs: np.ndarray):
+def _curve_table(seed: int, js: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Horizontal road lines ``js`` evaluated along ``xs``: centre y (nj, W), half width (nj,)."""
     h = _hash(seed, _S_HLINE, js)
     base = js * CELL_Y + (_unit(h, 0).astype(np.float64) * 2 - 1) * JIT_Y
@@ -199,7 +203,8 @@ def _curve_table(seed: int, js: np.ndarray, xs: np.ndarray):
     return centre, half, base, amp
 
 
-def _block_tables(seed: int, js, is_, base, amp, hhalf):
+def _block_tables(seed: int, js: np.ndarray, is_: np.ndarray, base: np.ndarray, amp: np.ndarray,
+                  hhalf: np.ndarray) -> dict[str, np.ndarray]:
     """Per (strip, column) tables: vertical road x, half width, presence and block parameters."""
     hv = _hash(seed, _S_VLINE, js[:, None], is_[None, :])
     vx = is_[None, :] * CELL_X + (_unit(hv, 0).astype(np.float64) * 2 - 1) * JIT_X
@@ -361,7 +366,7 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
     cx_line = np.where(cut_xr, xr - (xr - ml) * cut_f, ml + (xr - ml) * cut_f)
     cy_line = np.where(cut_yb, yb - (yb - mt) * cut_f, mt + (yb - mt) * cut_f)
 
-    def footprint(qx, qy):
+    def footprint(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
         inside = (qx >= ml) & (qx < xr) & (qy >= mt) & (qy < yb)
         in_cut = (np.where(cut_xr, qx >= cx_line, qx < cx_line)
                   & np.where(cut_yb, qy >= cy_line, qy < cy_line))
@@ -489,7 +494,7 @@ def _render(seed: int, row_off: int, col_off: int, height: int, width: int,
 # Writing scenes
 
 
-def _windows(height: int, width: int, block: int):
+def _windows(height: int, width: int, block: int) -> Iterator[tuple[int, int, int, int]]:
     for r in range(0, height, block):
         for c in range(0, width, block):
             yield r, c, min(block, height - r), min(block, width - c)
@@ -499,7 +504,10 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
                 labels_path: str | None = None, crs: str = "EPSG:32640",
                 resolution_m: float = 0.5, origin: tuple[float, float] = (300000.0, 2800000.0),
                 block: int = 1024, workers: int | None = None) -> None:
-    """Write a tiled (512x512 blocks), deflate-compressed 3-band uint8 GeoTIFF with colour interp RGB, the given projected CRS and a north-up transform (pixel size resolution_m), and optionally the labels as a 1-band uint8 GeoTIFF with the same georeferencing (and a colormap). Generated and written window by window (rasterio windowed writes).
+    """Write a tiled (512x512 blocks), deflate-compressed 3-band uint8 GeoTIFF with colour interp RGB,
+    the given projected CRS and a north-up transform (pixel size resolution_m), and optionally the
+    labels as a 1-band uint8 GeoTIFF with the same georeferencing (and a colormap). Generated and
+    written window by window (rasterio windowed writes).
 
     ``size`` is ``(height, width)`` or one number for a square; ``origin`` is the (x, y) of the
     scene's upper-left corner in ``crs``. Windows of ``block`` pixels (a multiple of 512) are
@@ -510,7 +518,8 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
     from affine import Affine
     from rasterio.crs import CRS
 
-    height, width = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
+    sz = cast(Any, size)  # np.ndim narrows int vs (h, w) at runtime; mypy cannot follow it
+    height, width = (int(sz), int(sz)) if np.ndim(sz) == 0 else (int(sz[0]), int(sz[1]))
     if height <= 0 or width <= 0:
         raise ValueError("size must be positive")
     if block <= 0 or block % 512:
@@ -533,12 +542,13 @@ def write_scene(image_path: str, size: int | tuple[int, int], seed: int = 0,
 _CACHE_MB = 128
 
 
-def _write(image_path, labels_path, common, seed, height, width, block, resolution_m, workers):
+def _write(image_path: str, labels_path: str | None, common: dict[str, Any], seed: int, height: int, width: int,
+           block: int, resolution_m: float, workers: int) -> None:
     import rasterio
     from rasterio.enums import ColorInterp
     from rasterio.windows import Window
 
-    def render(win):
+    def render(win: tuple[int, int, int, int]) -> tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]]:
         r, c, h, w = win
         return win, render_window(seed, r, c, h, w, resolution_m)
 
@@ -564,7 +574,8 @@ def _write(image_path, labels_path, common, seed, height, width, block, resoluti
                 lab.close()
 
 
-def _write_one(result, dst, lab, Window) -> None:
+def _write_one(result: tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]], dst: Any, lab: Any,
+               Window: Any) -> None:
     (r, c, h, w), (rgb, labels) = result
     window = Window(c, r, w, h)
     dst.write(np.moveaxis(rgb, -1, 0), window=window)

@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
+    from common.synthetic import render_window
     from model.loading import has_gpu, load_model
     from model.predictor import Predictor
-    from common.synthetic import render_window
 
     base = load_model(a.model, "float32")
     card = base.card

@@ -11,11 +11,10 @@ exit at once on a bad one; a builder module (and Keras) is imported when a netwo
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import importlib
 
 import numpy as np
 
@@ -36,7 +35,7 @@ class Architecture:
     def build(self) -> Callable[..., Any]:
         """The builder function, ``build(num_classes, in_channels, **config, name=...)``."""
         module, function = self.builder.split(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), function)
 
     def config(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The builder's keyword arguments taken from ``values`` (which may hold more keys)."""

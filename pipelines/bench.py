@@ -178,16 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         precision_agreement = float((predictors[precision].whole_image_labels(image, 255.0) == ref32).mean())
 
     ratio = pipeline_mpix_s / bare[precision]
-    print(f"tile {a.size}x{a.size}, model {card.model_id}, patch {patch}, halo {halo}, precision {precision}, batch {a.batch_size}")
+    print(f"tile {a.size}x{a.size}, model {card.model_id}, patch {patch}, halo {halo}, "
+          f"precision {precision}, batch {a.batch_size}")
     print(f"(1) bare model ({precision}): {bare[precision]:.2f} MPix/s of patch pixels "
           f"(mean of {bare_before:.2f} before and {bare_after:.2f} after the pipeline run)")
     for p, v in bare.items():
         if p != precision:
             print(f"    bare model ({p}): {v:.2f} MPix/s of patch pixels")
-    print(f"(2) pipeline end to end: {pipeline_mpix_s:.2f} MPix/s of tile pixels ({result['seconds']:.1f} s, model load included)")
+    print(f"(2) pipeline end to end: {pipeline_mpix_s:.2f} MPix/s of tile pixels "
+          f"({result['seconds']:.1f} s, model load included)")
     print(f"(3) ratio pipeline/bare: {ratio:.3f}")
     print(f"(4) pipeline peak RSS: {result['peak_rss_mb']:.0f} MB")
-    print(f"(5) seam agreement vs whole-image pass on a {crop}x{crop} crop: {agreement if agreement is None else f'{agreement:.5f}'}")
+    print(f"(5) seam agreement vs whole-image pass on a {crop}x{crop} crop: "
+          f"{agreement if agreement is None else f'{agreement:.5f}'}")
     if precision_agreement is not None:
         print(f"    {precision} vs float32 label agreement on that crop: {precision_agreement:.5f}")
     print(json.dumps({

@@ -94,7 +94,7 @@ def list_inputs(pattern: str) -> tuple[list[str], str]:
     return uris, fileio.glob_root(pattern)
 
 
-def build_config(opts: SegmentOptions, runner: str | None = None) -> SegmentConfig:
+def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentConfig:
     """Validate options once, before any pipeline starts; raise ConfigError saying what to fix."""
     o = opts.view_as(SegmentOptions)
     try:
@@ -116,7 +116,8 @@ def build_config(opts: SegmentOptions, runner: str | None = None) -> SegmentConf
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if bands is not None and len(bands) != card.num_bands:
-        raise ConfigError(f"--bands gives {len(bands)} bands; model {card.model_id} takes {card.num_bands} ({', '.join(card.input_bands)})")
+        raise ConfigError(f"--bands gives {len(bands)} bands; model {card.model_id} takes {card.num_bands} "
+                          f"({', '.join(card.input_bands)})")
     try:
         uris, root = list_inputs(o.input)
     except Exception as exc:  # noqa: BLE001 - a listing error is a bad --input
@@ -130,7 +131,7 @@ def build_config(opts: SegmentOptions, runner: str | None = None) -> SegmentConf
     precision = o.precision
     if runner in (None, "DirectRunner", "direct") and precision == "auto":
         precision = resolve_precision(precision, card)
-    run_id = o.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = o.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     return SegmentConfig(
         input=o.input, output=o.output, model_dir=o.model, card=card, precision=precision,
         batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,

@@ -34,6 +34,18 @@ def geotiffs(shared_data: Path) -> Path:
     return path
 
 
+# --- generated rasters (tests/rasters.py) ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tile_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A folder of small generated tiles: odd sizes, UTM / geographic / Web Mercator / no CRS,
+    alpha, nodata, NaN, uint16 with NBITS=12, one grey band, a 3x5 tile. Name → path."""
+    from tests.rasters import write_tile_set
+
+    return write_tile_set(tmp_path_factory.mktemp("tiles"))
+
+
 # --- GCS emulator (tests/gcs_emulator.py) ------------------------------------------------------
 
 

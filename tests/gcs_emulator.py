@@ -117,7 +117,7 @@ class GcsEmulator:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "GcsEmulator":
+    def start(self) -> GcsEmulator:
         if self._httpd is not None:
             return self
         logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
@@ -141,7 +141,7 @@ class GcsEmulator:
         self._httpd = None
         self._thread = None
 
-    def __enter__(self) -> "GcsEmulator":
+    def __enter__(self) -> GcsEmulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

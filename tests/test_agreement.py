@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.plan import plan_axis
 from model.card import load_card
 from model.predictor import Predictor
 from model.shipped import DEFAULT_MODEL, WEIGHTS_DIR
-from common.plan import plan_axis
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.models import write_binning_model
 from training.evaluate import main
 from training.evaluation import D4, LEFT_RIGHT, _forward, _inverse, tta_views
-from tests.models import write_binning_model
 
 K = 4
 

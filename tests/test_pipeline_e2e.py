@@ -13,26 +13,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from pipelines.config import ConfigError
 from pipelines.segment import run
 from tests.models import binning_labels, write_binning_model
+from tests.rasters import write_raster
 from transforms.tiles import describe_tile
 
 pytestmark = pytest.mark.slow
 
 REAL = ["RGB.byte.tif", "RGBA.byte.tif", "RGBA.uint16.tif", "cogeo.tif", "all-nodata.tif", "float_nan.tif", "shade.tif"]
 K = 5
-
-
-def _write(path: Path, data: np.ndarray, **kw: object) -> None:
-    count, h, w = data.shape
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": data.dtype.name,
-               "crs": "EPSG:32633", "transform": from_origin(500000, 4000000, 1.0, 1.0)}
-    profile.update(kw)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +43,15 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, geotiffs: Path, model_di
     bad.mkdir()
     rng = np.random.default_rng(1)
     big = rng.integers(0, 255, (3, 600, 600), dtype=np.uint8)
-    _write(bad / "truncated.tif", big, tiled=True, blockxsize=128, blockysize=128, compress="deflate")
+    write_raster(bad / "truncated.tif", big, tiled=True, blockxsize=128, blockysize=128, compress="deflate")
     full = (bad / "truncated.tif").read_bytes()
     (bad / "truncated.tif").write_bytes(full[: len(full) // 2])
     (bad / "empty.tif").write_bytes(b"")
     (bad / "notes.tif").write_text("this is not a raster\n")
-    _write(bad / "two_band.tif", rng.integers(0, 255, (2, 40, 50), dtype=np.uint8))
+    write_raster(bad / "two_band.tif", rng.integers(0, 255, (2, 40, 50), dtype=np.uint8))
     # A good tile with the same file name as one elsewhere: ids must not collide.
     (inp / "other").mkdir()
-    _write(inp / "other" / "RGB.byte.tif", rng.integers(0, 255, (3, 70, 90), dtype=np.uint8),
+    write_raster(inp / "other" / "RGB.byte.tif", rng.integers(0, 255, (3, 70, 90), dtype=np.uint8),
            photometric="RGB")
     out = tmp_path_factory.mktemp("out")
     tmp_before = {p for p in os.listdir("/tmp") if p.startswith("tileseg-")}
@@ -85,7 +76,8 @@ def test_every_bad_file_is_one_clear_failure_row(mixed_run: dict[str, object]) -
     assert "not a readable raster" in failures["bad/notes"]["message"]
     assert "--bands" in failures["bad/two_band"]["message"] and "2 band(s)" in failures["bad/two_band"]["message"]
     assert failures["bad/truncated"]["stage"] in ("discover", "read")
-    assert "truncated or corrupt" in failures["bad/truncated"]["message"] or "not a readable raster" in failures["bad/truncated"]["message"]
+    truncated = failures["bad/truncated"]["message"]
+    assert "truncated or corrupt" in truncated or "not a readable raster" in truncated
     for tile_id, row in failures.items():
         assert row["uri"].endswith(tile_id.split("/")[-1] + ".tif") and row["uri"] in row["message"]
         assert row["error_type"] and row["run_id"] == mixed_run["summary"].run_id  # type: ignore[attr-defined]
@@ -122,14 +114,14 @@ def test_mask_keeps_georeferencing_and_is_a_valid_cog(mixed_run: dict[str, objec
             assert m.overviews(1), "a large mask has internal overviews"
 
 
-@pytest.mark.parametrize("name", REAL)
-def test_mask_pixels_follow_input_and_nodata(mixed_run: dict[str, object], geotiffs: Path, model_dir: str, name: str) -> None:
+def assert_mask_follows_input(source: Path, mask: Path, model_dir: str) -> np.ndarray:
+    """Every mask pixel is the binning model's label of its input pixel, nodata exactly where the
+    input is invalid; returns the mask's labels."""
     from model.card import load_card
 
     card = load_card(model_dir)
-    spec = describe_tile(str(geotiffs / name), str(geotiffs), card)
-    mask = Path(mixed_run["out"]) / "masks" / "real" / f"{Path(name).stem}.tif"  # type: ignore[arg-type]
-    with rasterio.open(geotiffs / name) as src, rasterio.open(mask) as m:
+    spec = describe_tile(str(source), str(source.parent), card)
+    with rasterio.open(source) as src, rasterio.open(mask) as m:
         labels = m.read(1)
         pixels = np.moveaxis(src.read(list(spec.bands)), 0, -1)
         valid = src.dataset_mask() > 0
@@ -140,8 +132,45 @@ def test_mask_pixels_follow_input_and_nodata(mixed_run: dict[str, object], geoti
     x = np.nan_to_num(pixels).astype(np.float64).mean(-1) / spec.scale_divisor * (K - 1)
     clear = valid & (np.abs(x - np.floor(x) - 0.5) > 1e-3)  # away from rounding ties
     np.testing.assert_array_equal(labels[clear], expected[clear])
+    return labels
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_mask_pixels_follow_input_and_nodata(mixed_run: dict[str, object], geotiffs: Path, model_dir: str, name: str) -> None:
+    mask = Path(mixed_run["out"]) / "masks" / "real" / f"{Path(name).stem}.tif"  # type: ignore[arg-type]
+    labels = assert_mask_follows_input(geotiffs / name, mask, model_dir)
     if name == "all-nodata.tif":
         assert (labels == 255).all()
+
+
+def test_generated_tiles_end_to_end(tile_set: dict[str, str], model_dir: str, tmp_path: Path) -> None:
+    """The pipeline over the generated tile set (tests/rasters.py): needs no files beside the checkout."""
+    from rio_cogeo.cogeo import cog_validate
+
+    folder = Path(next(iter(tile_set.values()))).parent
+    summary = run(["--input", str(folder), "--output", str(tmp_path), "--model", model_dir, "--precision", "float32"])
+    assert (summary.tiles_written, summary.failures) == (len(tile_set), 0)
+    stats = pq.read_table(summary.stats_uri).to_pylist()
+    for name, path in tile_set.items():
+        mask = tmp_path / "masks" / f"{name}.tif"
+        assert cog_validate(str(mask))[0]
+        labels = assert_mask_follows_input(Path(path), mask, model_dir)
+        rows = {r["class_index"]: r for r in stats if r["tile_id"] == name}
+        assert [rows[k]["pixel_count"] for k in range(K)] == [int((labels == k).sum()) for k in range(K)]
+        with rasterio.open(path) as src, rasterio.open(mask) as m:
+            assert (m.crs, m.transform) == (src.crs, src.transform)
+            if src.crs is None:
+                assert all(r["area_m2"] is None for r in rows.values())
+            elif src.crs.is_projected:
+                px = abs(src.transform.a * src.transform.e)
+                assert rows[0]["area_m2"] == pytest.approx(rows[0]["pixel_count"] * px)
+            else:  # geographic: about 1.11 m x 1.00 m per 1e-5 degree pixel at 25 N
+                per_px = sum(r["area_m2"] for r in rows.values()) / rows[0]["valid_pixel_count"]
+                assert per_px == pytest.approx(1.113 * 1.003, rel=0.01)
+    alpha = {r["class_index"]: r for r in stats if r["tile_id"] == "mercator_alpha"}
+    assert alpha[0]["valid_pixel_count"] == 97 * 131 - 20 * 40
+    nodata = {r["class_index"]: r for r in stats if r["tile_id"] == "nodata"}
+    assert nodata[0]["valid_pixel_count"] == 150 * 61 - 20 * 61
 
 
 def test_stats_parquet_contents(mixed_run: dict[str, object], geotiffs: Path) -> None:
@@ -189,7 +218,7 @@ def test_rerun_skips_finished_tiles_and_changes_nothing(mixed_run: dict[str, obj
 def test_bad_options_fail_before_the_pipeline(tmp_path: Path, model_dir: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    _write(src / "a.tif", np.zeros((3, 8, 8), np.uint8))
+    write_raster(src / "a.tif", np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(ConfigError, match="no files match"):
         run(["--input", str(tmp_path / "nothing" / "*.tif"), "--output", str(tmp_path / "o"), "--model", model_dir])
     no_card = tmp_path / "model"
@@ -213,11 +242,12 @@ def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Pat
     bad_model = tmp_path / "model"
     write_binning_model(str(bad_model), bands=("gray",), num_classes=3)  # the .keras takes 1 channel
     card = json.loads((bad_model / "card.json").read_text())
-    card["input_bands"], card["normalisation"]["mean"], card["normalisation"]["std"] = ["red", "green", "blue"], [0, 0, 0], [1, 1, 1]
+    card["input_bands"] = ["red", "green", "blue"]
+    card["normalisation"]["mean"], card["normalisation"]["std"] = [0, 0, 0], [1, 1, 1]
     (bad_model / "card.json").write_text(json.dumps(card))
     src = tmp_path / "in"
     src.mkdir()
-    _write(src / "a.tif", np.zeros((3, 40, 40), np.uint8), photometric="RGB")
+    write_raster(src / "a.tif", np.zeros((3, 40, 40), np.uint8), photometric="RGB")
     summary = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", str(bad_model),
                    "--precision", "float32"])
     assert (summary.tiles_written, summary.failures) == (0, 1)

@@ -11,9 +11,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from common import fileio
 from pipelines.segment import run
 from tests.models import binning_labels, write_binning_model
-from common import fileio
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from model.card import load_card
-from training.datasets import spec
 from model.loading import load_model
 from model.shipped import DEFAULT_MODEL
+from training.datasets import spec
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights"
 SHIPPED = {"aerial-dubai6": "dubai-aerial", "street-camvid11": "camvid"}
@@ -41,8 +41,8 @@ def test_shipped_card_is_complete(name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_model_loads_in_safe_mode_and_predicts(name: str) -> None:
-    from model.predictor import Predictor
     from common.synthetic import render_window
+    from model.predictor import Predictor
 
     loaded = load_model(str(WEIGHTS / name), "float32")
     card = loaded.card

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.patching import stitch_labels, stitch_scores, tent
+from common.plan import plan_blocks
 from model.predictor import Predictor
 from tests.models import write_identity_model
-from common.plan import plan_blocks
-from common.patching import stitch_labels, stitch_scores, tent
 
 K = 7
 

@@ -9,9 +9,10 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from common.windows import Window
 from model.card import load_card
 from tests.models import write_binning_model
-from common.windows import Window
+from tests.rasters import write_raster
 from transforms.read import read_window
 from transforms.tiles import TileError, describe_tile, match_bands, parse_bands, tile_id_for
 
@@ -56,12 +57,7 @@ def test_parse_bands() -> None:
 
 
 def _tif(path: Path, data: np.ndarray, **kw: object) -> str:
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": data.dtype.name, "crs": "EPSG:32633", "transform": from_origin(0, 100, 1, 1)}
-    profile.update(kw)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return str(path)
+    return write_raster(path, data, **{"transform": from_origin(0, 100, 1, 1), **kw})
 
 
 @pytest.fixture

@@ -10,20 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import datasets
-from model.card import load_card
-from training.datasets import IGNORE
-from model.fcn import build_fcn
-from model.loading import set_precision
-from training.losses import pack_targets, segmentation_loss
 from common.synthetic import CLASSES, render_window
 from model.architectures import macs_per_pixel
+from model.card import load_card
+from model.fcn import build_fcn
+from model.loading import set_precision
+from model.unet import bilinear_kernel, build_unet
+from training import datasets
 from training.config import TrainConfig
+from training.datasets import IGNORE
 from training.export import export_model
 from training.fit import build_model, train
+from training.losses import pack_targets, segmentation_loss
 from training.splits import TrainingData
 from training.train_data import Augment, LabelledImages, augment_fn, class_weights, make_dataset
-from model.unet import bilinear_kernel, build_unet
 
 AERIAL = datasets.DatasetSpec("synthetic", tuple(n for n, _ in CLASSES), tuple(c for _, c in CLASSES), "test", 3)
 
@@ -140,6 +140,7 @@ def _tiny_config(**kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # fits a model for a few steps
 @pytest.mark.parametrize("iou_weight", [0.0, 1.0])
 def test_a_few_training_steps_lower_the_loss(iou_weight: float) -> None:
     import keras
@@ -166,6 +167,7 @@ def test_a_few_training_steps_lower_the_loss(iou_weight: float) -> None:
     assert after[1] < before[1], (before, after)
 
 
+@pytest.mark.slow  # fits a model for a few steps
 @pytest.mark.parametrize("ema,select", [(0.0, "best"), (0.9, "best"), (0.9, "last")])
 def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: float, select: str) -> None:
     from model.predictor import Predictor
@@ -307,6 +309,7 @@ def test_elastic_augmentation_keeps_each_label_on_its_pixel() -> None:
     assert moved > 0
 
 
+@pytest.mark.slow  # fits a model for a few steps
 @pytest.mark.parametrize("builder", [build_unet, build_fcn])
 def test_conv_stem_keeps_shapes_and_alignment_and_learns_texture_the_pool_stem_averages_away(builder) -> None:
     import keras

@@ -13,7 +13,8 @@ from a few dozen batches costs a few seconds of forward passes (Wu & Johnson 202
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def recalibrate(model: Any, batches: Iterable[Any]) -> int:

@@ -116,7 +116,8 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     export = build_model(cfg, card.num_classes, data.spec.in_channels, "float32")
     export.set_weights(chosen)
     # The exported float32 weights get their own, more precise statistics.
-    recalibrate(export, itertools.islice(calibration, max(cfg.bn_batches, math.ceil(EXPORT_BN_PIXELS / (cfg.batch * cfg.crop**2)))))
+    recalibrate(export, itertools.islice(calibration,
+                                         max(cfg.bn_batches, math.ceil(EXPORT_BN_PIXELS / (cfg.batch * cfg.crop**2)))))
     best_epoch = monitor.best_epoch if cfg.select == "best" else len(monitor.history)
     print(f"trained {steps[0]} steps in {wall / 60:.1f} min ({monitor.stop_reason}); "
           f"exporting {'best' if cfg.select == 'best' else 'last'} weights (epoch {best_epoch})", flush=True)

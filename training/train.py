@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in (("name", str), ("version", str), ("depth", int), ("base_filters", int),
                        ("input_stride", int), ("stem", str), ("dropout", float), ("upsampling", str), ("crop", int),
                        ("batch", int), ("epochs", int), ("steps_per_epoch", int), ("lr", float),
-                       ("weight_decay", float), ("ema", float), ("warmup_steps", int), ("patience", int), ("bn_batches", int), ("select", str),
-                       ("max_minutes", float), ("seed", int), ("class_weighting", str), ("iou_loss", float), ("jitter", float), ("zoom", float), ("elastic", float), ("synthetic_fraction", float),
+                       ("weight_decay", float), ("ema", float), ("warmup_steps", int), ("patience", int), ("bn_batches", int),
+                       ("select", str), ("max_minutes", float), ("seed", int), ("class_weighting", str), ("iou_loss", float),
+                       ("jitter", float), ("zoom", float), ("elastic", float), ("synthetic_fraction", float),
                        ("patch_size", int), ("halo", int), ("policy", str)):
         o.add_argument(f"--{name}", type=kind, default=None)
     o.add_argument("--d4", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,

@@ -10,8 +10,9 @@ stateless TF ops, so a run is repeatable.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -181,7 +182,7 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
     table[: len(weights)] = weights  # IGNORE (255) and unknown values keep weight 0
     table_t = tf.constant(table)
 
-    def fn(image, label, seed):
+    def fn(image: Any, label: Any, seed: Any) -> Any:
         seeds = tf.random.experimental.stateless_split(seed, 6)
         label = label[..., None]
         if crop is not None:

@@ -31,7 +31,7 @@ class StageOutput(NamedTuple):
 
 
 def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def failure_record(uri: str, tile_id: str, stage: str, exc: BaseException) -> dict[str, Any]:

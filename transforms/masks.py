@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 import numpy as np
@@ -158,9 +158,12 @@ def write_mask_cog(
 def stats_rows(tile: TileSpec, blocks: list[StagedBlock], card: ModelCard, mask_uri: str,
                precision: str) -> list[dict[str, Any]]:
     """One row per class: the tile's pixel counts and ground areas, summed over its blocks."""
-    counts = np.sum([b.counts for b in blocks], axis=0, dtype=np.int64)
+    # axis=0 over per-class tuples: always 1-D arrays (numpy's overloads also allow a scalar).
+    counts = cast(np.ndarray, np.sum([b.counts for b in blocks], axis=0, dtype=np.int64))
     has_area = all(b.areas is not None for b in blocks)
-    areas = np.sum([b.areas for b in blocks], axis=0, dtype=np.float64) if has_area else None
+    areas = (cast(np.ndarray, np.sum(cast("list[tuple[float, ...]]", [b.areas for b in blocks]),  # no None: has_area
+                                     axis=0, dtype=np.float64))
+             if has_area else None)
     valid = int(counts.sum())
     pixel_size_m = tile.pixel_areas.pixel_size_m()
     processed = now_utc()

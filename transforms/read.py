@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any, Tuple  # noqa: UP035 - Beam type hints need typing.Tuple (see KeyedPatches)
 
 import apache_beam as beam
 import numpy as np
@@ -48,7 +48,7 @@ class BlockContext:
 
 
 #: One block on its way to the model: its context (the RunInference key) and its patches.
-KeyedPatches = Tuple[BlockContext, Patches]
+KeyedPatches = Tuple[BlockContext, Patches]  # noqa: UP006 - runtime Beam type hint (with_output_types)
 
 
 def read_window(src: Any, tile: TileSpec, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +68,7 @@ def read_window(src: Any, tile: TileSpec, window: Window) -> tuple[np.ndarray, n
     pos = {b: i for i, b in enumerate(unique)}
     raw = np.moveaxis(data, 0, -1)[..., [pos[b] for b in tile.bands]]  # (h, w, C)
     if tile.mask_kind == "gdal":
-        valid = src.dataset_mask(window=win) > 0  # type: ignore[attr-defined]
+        valid = src.dataset_mask(window=win) > 0
     elif tile.mask_kind == "nodata" and tile.nodata is not None and not np.isnan(tile.nodata):
         valid = np.any(data != np.asarray(tile.nodata, dtype=data.dtype), axis=0)
     else:
@@ -140,9 +140,10 @@ class ReadBlockFn(beam.DoFn):
             future, window, timestamp = self._pending.popleft()
             out = future.result()
             if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+                # Beam documents windows as any iterable; its hint says tuple.
+                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))  # type: ignore[arg-type]
             else:
-                yield WindowedValue(out, timestamp, [window])
+                yield WindowedValue(out, timestamp, [window])  # type: ignore[arg-type]  # as above
 
 
 class ReadBlocks(beam.PTransform):

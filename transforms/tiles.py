@@ -155,7 +155,8 @@ def _fingerprint(uri: str) -> str:
         meta = fileio.info(uri)
     except Exception:  # noqa: BLE001 - a fingerprint is best effort; the open below reports errors
         meta = {}
-    parts = [uri, str(meta.get("size")), str(meta.get("mtime") or meta.get("updated") or meta.get("generation") or meta.get("md5Hash") or "")]
+    parts = [uri, str(meta.get("size")),
+             str(meta.get("mtime") or meta.get("updated") or meta.get("generation") or meta.get("md5Hash") or "")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
@@ -182,7 +183,8 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
             nbits_tag = src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
             dtypes = set(src.dtypes)
     except RasterioIOError as exc:
-        raise TileError(f"{uri}: not a readable raster ({exc}); check that the file is complete and a format GDAL reads") from None
+        raise TileError(f"{uri}: not a readable raster ({exc}); "
+                        "check that the file is complete and a format GDAL reads") from None
     if len(dtypes) > 1:
         raise TileError(f"{uri}: bands have different data types {sorted(dtypes)}; convert to one type")
     if np.dtype(dtype).kind == "c":
