@@ -51,6 +51,34 @@ RASTER_READ_BLOCK = 256 * 1024
 _REMOTE_RASTER_OPEN_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
+#: Local scratch folders are ``<tmp>/tileseg-<pid>-...``: the pid tells a later run whether the
+#: process that made one is gone (killed), so its leftovers can be removed (remove_stale_scratch).
+SCRATCH_PREFIX = "tileseg-"
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this id runs on this machine (or cannot be signalled by us)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_scratch() -> list[str]:
+    """Remove scratch folders that processes killed mid-write left in the system temp folder."""
+    removed = []
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        m = re.match(rf"^{SCRATCH_PREFIX}(\d+)-", name)
+        if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
@@ -155,6 +183,19 @@ def size(uri: str) -> int:
     return int(fs.size(path))
 
 
+def listdir(uri: str) -> list[str]:
+    """The direct children (files and folders) of a folder or prefix, as URIs in the caller's
+    form; FileNotFoundError when there is nothing there."""
+    fs, path = filesystem(uri)
+    try:
+        names = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(uri) from None
+    if not names:
+        raise FileNotFoundError(uri)
+    return [_unstrip(fs, str(n).rstrip("/"), uri) for n in names]
+
+
 def info(uri: str) -> dict[str, Any]:
     """fsspec's info, with ``name`` in the caller's form (``gs://...`` or a local path)."""
     fs, path = filesystem(uri)
@@ -204,7 +245,7 @@ class _PublishOnClose:
 
     def __init__(self, uri: str, mode: str):
         self._uri = uri
-        self._scratch = tempfile.mkdtemp(prefix="tileseg-write-")
+        self._scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-write-")
         self._tmp = os.path.join(self._scratch, "part")
         self._done = True  # nothing to discard until the temporary is open
         try:
@@ -367,7 +408,7 @@ def check_writable(uri: str) -> None:
 @contextlib.contextmanager
 def local_scratch(suffix: str = "") -> Iterator[str]:
     """A local temporary directory, removed afterwards whatever happens."""
-    path = tempfile.mkdtemp(prefix="tileseg-", suffix=suffix)
+    path = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=suffix)
     try:
         yield path
     finally:

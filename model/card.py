@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from common.safepath import UnsafePathError, check_segment
+
 CARD_FILE = "card.json"
 
 #: Colour interpretations a card may name, as rasterio's ``ColorInterp`` names them.
@@ -147,6 +149,10 @@ def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
         if isinstance(exc, ModelCardError):
             raise
         raise ModelCardError(f"{where}: malformed card ({exc})") from None
+    try:
+        check_segment(card.model_file, "model_file")
+    except UnsafePathError as exc:
+        raise ModelCardError(f"{where}: {exc}; name a file inside the model folder") from None
     card.validate()
     return card
 

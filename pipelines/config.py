@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import fileio
+from common.safepath import UnsafePathError, check_segment
 from model.card import ModelCard, ModelCardError, load_card
 from model.loading import PRECISIONS, resolve_precision
 from model.shipped import DEFAULT_MODEL
-from transforms.masks import OutputLayout
+from transforms.masks import MASK_FORMAT_VERSION, OutputLayout
 from transforms.plan import PlanArgs
 from transforms.tiles import parse_bands
 
@@ -33,8 +34,10 @@ class ConfigError(ValueError):
 class SegmentOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--input", required=True, help="glob, file or directory of rasters (local or gs://)")
-        parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+        # Not required=True: that would break PipelineOptions([]) for any code in the same process;
+        # build_config says what is missing instead.
+        parser.add_argument("--input", default=None, help="glob, file or directory of rasters (local or gs://)")
+        parser.add_argument("--output", default=None, help="output directory (local or gs://)")
         parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory: card.json + .keras file")
         parser.add_argument("--precision", default="auto", choices=PRECISIONS)
         parser.add_argument("--batch_size", type=int, default=4, help="patches per model call")
@@ -44,8 +47,35 @@ class SegmentOptions(PipelineOptions):
         parser.add_argument("--patch_size", type=int, default=None, help="largest patch (default: the model card's)")
         parser.add_argument("--halo", type=int, default=None, help="context kept around each patch core (default: card)")
         parser.add_argument("--patches_per_block", type=int, default=4, help="patches per block edge (one read per block)")
-        parser.add_argument("--overwrite", action="store_true", help="redo tiles whose masks are already up to date")
+        parser.add_argument("--overwrite", nargs="?", const=True, default=False, type=_flag,
+                            help="redo tiles whose masks are already up to date (also --overwrite=true|false)")
         parser.add_argument("--run_id", default=None, help="names this run's stats/failures files (default: time + random)")
+
+
+def _flag(text: str) -> bool:
+    """``--flag=true`` / ``false`` (the form Flex Templates pass), besides a bare ``--flag``."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def unknown_options(argv: list[str] | None) -> list[str]:
+    """Arguments that neither tileseg nor any Beam options class knows (Beam itself only warns
+    and drops them, so ``--overwite`` would run without overwriting)."""
+    # Beam's own parser class: some options classes add value-provider arguments through it.
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen: dict[str, type[PipelineOptions]] = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(argv or [])
+    return list(unknown)
 
 
 @dataclass(frozen=True)
@@ -72,10 +102,15 @@ class SegmentConfig:
 
     @property
     def settings(self) -> str:
-        """Everything that changes a mask: a tile redone only when this or the file changes."""
+        """Everything that can change a byte of a mask: a tile is redone only when this or the file
+        changes. The whole card counts (classes, colours, normalisation, not just name@version);
+        patches per block only where it changes labels (blending inside a block); the writer's
+        version where the mask's layout or tags change."""
         key = {
-            "model": self.card.model_id, "precision": self.precision, "stitch": self.stitch,
-            "bands": self.bands, "patch": self.patch_size, "halo": self.halo,
+            "model": self.card.model_id, "card": self.card.to_json(), "precision": self.precision,
+            "stitch": self.stitch, "bands": self.bands, "patch": self.patch_size, "halo": self.halo,
+            "patches_per_block": self.patches_per_block if self.stitch == "blend" else None,
+            "writer": MASK_FORMAT_VERSION,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -97,6 +132,15 @@ def list_inputs(pattern: str) -> tuple[list[str], str]:
 def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentConfig:
     """Validate options once, before any pipeline starts; raise ConfigError saying what to fix."""
     o = opts.view_as(SegmentOptions)
+    missing = [f"--{name}" for name in ("input", "output") if not getattr(o, name)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required "
+                          "(tileseg run --input GLOB --output DIR)")
+    if o.run_id is not None:
+        try:
+            check_segment(o.run_id, "--run_id")
+        except UnsafePathError as exc:
+            raise ConfigError(str(exc)) from None
     try:
         card = load_card(o.model)
     except ModelCardError as exc:

@@ -21,9 +21,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from common import fileio
 from common.cli import exit_now, setup_logging
 from model.handler import SegmentationModelHandler
-from pipelines.config import ConfigError, SegmentConfig, SegmentOptions, build_config
+from pipelines.config import ConfigError, SegmentConfig, SegmentOptions, build_config, unknown_options
 from transforms import coders
 from transforms.infer import RunModel
+from transforms.leftovers import claim_staging, clean_leftovers, release_staging
 from transforms.masks import SkipDone, WriteMasks
 from transforms.plan import PlanBlocks
 from transforms.progress import PROGRESS
@@ -48,7 +49,10 @@ class SegmentTiles(beam.PTransform):
         handler = SegmentationModelHandler(c.model_dir, c.card, c.precision, c.batch_size,
                                            "labels" if c.stitch == "overlap" else "scores")
         tiles = uris | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands)
-        todo = tiles.main if c.overwrite else tiles.main | "SkipDone" >> SkipDone(c.layout, c.settings)
+        if c.overwrite:
+            todo, reused = tiles.main, uris.pipeline | "NothingReused" >> beam.Create([])
+        else:
+            todo, reused = tiles.main | "SkipDone" >> SkipDone(c.card, c.layout, c.settings)
         plan = todo | "PlanBlocks" >> PlanBlocks(c.plan_args)
         read = plan.blocks | "ReadBlocks" >> ReadBlocks()
         inferred = read.main | "RunModel" >> RunModel(handler)
@@ -57,7 +61,8 @@ class SegmentTiles(beam.PTransform):
         masks = ((plan.planned, stitched.main, block_failures)
                  | "WriteMasks" >> WriteMasks(c.card, c.layout, c.settings, c.precision))
         failures = (tiles.failed, plan.failed, masks.failed) | "FlattenFailures" >> beam.Flatten()
-        return masks.main, failures
+        stats = (masks.main, reused) | "FlattenStats" >> beam.Flatten()
+        return stats, failures
 
 
 @dataclass(frozen=True)
@@ -85,17 +90,19 @@ def summarise(config: SegmentConfig) -> RunSummary:
     import pyarrow.parquet as pq
 
     layout = config.layout
-    written = failures = 0
+    written = skipped = failures = 0
     stats_uri = layout.stats_uri() if fileio.exists(layout.stats_uri()) else None
     failures_uri = layout.failures_uri() if fileio.exists(layout.failures_uri()) else None
     if stats_uri:
         with fileio.open_file(stats_uri) as f:
-            written = len(set(pq.read_table(f, columns=["tile_id"]).column("tile_id").to_pylist()))
+            table = pq.read_table(f, columns=["tile_id", "reused"])
+        tiles = dict(zip(table.column("tile_id").to_pylist(), table.column("reused").to_pylist()))
+        skipped = sum(1 for reused in tiles.values() if reused)
+        written = len(tiles) - skipped
     if failures_uri:
         with fileio.open_file(failures_uri) as f:
             failures = pq.read_metadata(f).num_rows
-    skipped = len(config.uris) - written - failures
-    return RunSummary(config.run_id, len(config.uris), written, max(skipped, 0), failures,
+    return RunSummary(config.run_id, len(config.uris), written, skipped, failures,
                       stats_uri, failures_uri, config.output)
 
 
@@ -109,6 +116,10 @@ def build_pipeline(p: beam.Pipeline, config: SegmentConfig) -> None:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
     """Parse ``argv``, validate, run the pipeline to completion and return what it wrote."""
+    unknown = unknown_options(argv)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {' '.join(unknown)}; see tileseg run --help "
+                          "(quote a glob so the shell does not expand it)")
     options = PipelineOptions(argv)
     runner = options.view_as(StandardOptions).runner
     config = build_config(options, runner)
@@ -117,6 +128,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
              config.run_id, len(config.uris), config.card.model_id, config.precision,
              config.patch_size, config.halo, config.stitch)
     fileio.makedirs(config.output)
+    clean_leftovers(config.layout)
+    claim_staging(config.layout)
     try:
         if test_pipeline is not None:
             build_pipeline(test_pipeline, config)
@@ -125,8 +138,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             with beam.Pipeline(options=options) as p:
                 build_pipeline(p, config)
     finally:
-        fileio.remove(config.layout.staging_root(), recursive=True)
-        _remove_if_empty(fileio.join(config.output, "_staging"))
+        release_staging(config.layout)
+        _remove_if_empty(config.layout.staging_parent())
     summary = summarise(config)
     log.info(summary.line())
     return summary

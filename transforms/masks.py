@@ -13,6 +13,7 @@ removed.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ import numpy as np
 
 from common import fileio
 from common.plan import BlockSpec
+from common.safepath import check_relative, check_segment
 from model.card import ModelCard
 from transforms.failures import FAILED, StageOutput, failure_record, keyed_failure, now_utc
 from transforms.plan import PlannedTile
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 MASK_BLOCK = 512
 TAG_FINGERPRINT = "TILESEG_FINGERPRINT"
 TAG_SETTINGS = "TILESEG_SETTINGS"
+TAG_STATS = "TILESEG_STATS"  # TileTotals as JSON
+#: Bump when the mask's bytes change for the same labels (layout, codec, tags): older masks are redone.
+MASK_FORMAT_VERSION = 2  # 2: statistics stored in the tags
+REUSED = "reused"  # SkipDone's output of stats rows for tiles it skipped
 
 
 class MaskWriteError(IOError):
@@ -62,14 +68,20 @@ class OutputLayout:
     root: str
     run_id: str
 
+    def __post_init__(self) -> None:
+        check_segment(self.run_id, "run id")  # it names folders that are deleted at the end
+
     def mask_uri(self, tile_id: str) -> str:
-        return fileio.join(self.root, "masks", f"{tile_id}.tif")
+        return fileio.join(self.root, "masks", f"{check_relative(tile_id, 'tile id')}.tif")
+
+    def staging_parent(self) -> str:
+        return fileio.join(self.root, "_staging")
 
     def staging_root(self) -> str:
-        return fileio.join(self.root, "_staging", self.run_id)
+        return fileio.join(self.staging_parent(), self.run_id)
 
     def staging_dir(self, tile_id: str) -> str:
-        return fileio.join(self.staging_root(), tile_id)
+        return fileio.join(self.staging_root(), check_relative(tile_id, "tile id"))
 
     def stats_uri(self) -> str:
         return fileio.join(self.root, "stats", f"{self.run_id}.parquet")
@@ -99,7 +111,7 @@ def load_core(uri: str) -> np.ndarray:
         return np.load(io.BytesIO(f.read()), allow_pickle=False)
 
 
-def mask_tags(card: ModelCard, tile: TileSpec, settings: str, precision: str) -> dict[str, str]:
+def mask_tags(card: ModelCard, tile: TileSpec, settings: str, precision: str, totals: TileTotals) -> dict[str, str]:
     return {
         "TILESEG_MODEL_ID": card.model_id,
         "TILESEG_CLASSES": json.dumps([c.name for c in card.classes]),
@@ -107,6 +119,7 @@ def mask_tags(card: ModelCard, tile: TileSpec, settings: str, precision: str) ->
         "TILESEG_PRECISION": precision,
         TAG_FINGERPRINT: tile.fingerprint,
         TAG_SETTINGS: settings,
+        TAG_STATS: totals.to_tag(),
     }
 
 
@@ -155,18 +168,46 @@ def write_mask_cog(
         fileio.remove(tmp)
 
 
-def stats_rows(tile: TileSpec, blocks: list[StagedBlock], card: ModelCard, mask_uri: str,
-               precision: str) -> list[dict[str, Any]]:
-    """One row per class: the tile's pixel counts and ground areas, summed over its blocks."""
-    # axis=0 over per-class tuples: always 1-D arrays (numpy's overloads also allow a scalar).
-    counts = cast(np.ndarray, np.sum([b.counts for b in blocks], axis=0, dtype=np.int64))
-    has_area = all(b.areas is not None for b in blocks)
-    areas = (cast(np.ndarray, np.sum(cast("list[tuple[float, ...]]", [b.areas for b in blocks]),  # no None: has_area
-                                     axis=0, dtype=np.float64))
-             if has_area else None)
-    valid = int(counts.sum())
+@dataclass(frozen=True)
+class TileTotals:
+    """A tile's per-class valid pixel counts and ground areas (m², None without a CRS), and when
+    and by which run its mask was made. Stored in the mask's tags, so a later run that skips the
+    tile as up to date still reports its statistics."""
+
+    counts: tuple[int, ...]
+    areas: tuple[float, ...] | None
+    run_id: str
+    processed_at: dt.datetime
+
+    @classmethod
+    def of_blocks(cls, blocks: list[StagedBlock], run_id: str) -> TileTotals:
+        counts = np.sum([b.counts for b in blocks], axis=0, dtype=np.int64)
+        block_areas = [b.areas for b in blocks]
+        areas = None
+        if all(a is not None for a in block_areas):
+            summed = np.sum(cast("list[tuple[float, ...]]", block_areas), axis=0, dtype=np.float64)
+            areas = tuple(float(v) for v in np.atleast_1d(summed))
+        return cls(tuple(int(c) for c in np.atleast_1d(counts)), areas, run_id, now_utc())
+
+    def to_tag(self) -> str:
+        return json.dumps({"counts": list(self.counts), "areas": None if self.areas is None else list(self.areas),
+                           "run_id": self.run_id, "processed_at": self.processed_at.isoformat()})
+
+    @classmethod
+    def from_tag(cls, text: str) -> TileTotals:
+        data = json.loads(text)
+        areas = data["areas"]
+        return cls(tuple(int(c) for c in data["counts"]), None if areas is None else tuple(float(a) for a in areas),
+                   str(data["run_id"]), dt.datetime.fromisoformat(data["processed_at"]))
+
+
+def stats_rows(tile: TileSpec, totals: TileTotals, card: ModelCard, mask_uri: str, precision: str,
+               reused: bool = False) -> list[dict[str, Any]]:
+    """One row per class: the tile's pixel counts and ground areas. ``reused``: the mask was made
+    by an earlier run and skipped as up to date by this one."""
+    counts = totals.counts
+    valid = int(sum(counts))
     pixel_size_m = tile.pixel_areas.pixel_size_m()
-    processed = now_utc()
     return [
         {
             "tile_id": tile.tile_id,
@@ -176,17 +217,39 @@ def stats_rows(tile: TileSpec, blocks: list[StagedBlock], card: ModelCard, mask_
             "precision": precision,
             "class_index": c.index,
             "class_name": c.name,
-            "pixel_count": int(counts[c.index]),
+            "pixel_count": counts[c.index],
             "valid_pixel_count": valid,
             "total_pixel_count": tile.pixels,
-            "fraction": (int(counts[c.index]) / valid) if valid else None,
-            "area_m2": float(areas[c.index]) if areas is not None else None,
+            "fraction": (counts[c.index] / valid) if valid else None,
+            "area_m2": totals.areas[c.index] if totals.areas is not None else None,
             "crs": tile.crs,
             "pixel_size_m": pixel_size_m,
-            "processed_at": processed,
+            "processed_at": totals.processed_at,
+            "reused": reused,
         }
         for c in card.classes
     ]
+
+
+def stored_totals(tile: TileSpec, layout: OutputLayout, settings: str,
+                  num_classes: int) -> tuple[TileTotals, str] | None:
+    """(totals, precision) stored with the tile's published mask when that mask was made from this
+    very file with these settings; None when there is none, it is stale, or its tags are unreadable
+    (such a tile is simply redone)."""
+    uri = layout.mask_uri(tile.tile_id)
+    try:
+        if not fileio.exists(uri):
+            return None
+        with fileio.open_raster(uri) as src:
+            tags = src.tags()
+        if tags.get(TAG_FINGERPRINT) != tile.fingerprint or tags.get(TAG_SETTINGS) != settings:
+            return None
+        totals = TileTotals.from_tag(tags[TAG_STATS])
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+    if len(totals.counts) != num_classes:
+        return None
+    return totals, tags.get("TILESEG_PRECISION", "")
 
 
 class StageCoreFn(beam.DoFn):
@@ -206,7 +269,13 @@ class StageCoreFn(beam.DoFn):
 
 
 class AssembleTileFn(beam.DoFn):
-    """(tile_id, {tile, staged, failed}) → stats rows; a mask is published, or a failure recorded."""
+    """(tile_id, {tile, staged, failed}) → stats rows; a mask is published, or a failure recorded.
+
+    Safe to run twice on one element (Dataflow retries bundles): a tile whose mask this run has
+    already published is not written again, its stats come from the mask's tags; staged cores
+    are removed only after a successful publish, so a retry after a failure still finds them
+    (the run's last step removes what is left of its staging).
+    """
 
     def __init__(self, card: ModelCard, layout: OutputLayout, settings: str, precision: str) -> None:
         self._card = card
@@ -223,59 +292,64 @@ class AssembleTileFn(beam.DoFn):
     def _assemble(self, tile_id: str, planned: PlannedTile, staged: list[StagedBlock],
                   failed: list[dict[str, Any]]) -> list[object]:
         tile = planned.tile
-        out: list[object] = []
+        mask_uri = self._layout.mask_uri(tile_id)
         try:
             if failed:
                 first = failed[0]
                 more = f" ({len(failed)} blocks failed)" if len(failed) > 1 else ""
-                out.append(beam.pvalue.TaggedOutput(FAILED, (tile_id, {**first, "message": first["message"] + more})))
-                return out
+                return [beam.pvalue.TaggedOutput(FAILED, (tile_id, {**first, "message": first["message"] + more}))]
+            stored = stored_totals(tile, self._layout, self._settings, self._card.num_classes)
+            if stored is not None and stored[0].run_id == self._layout.run_id:
+                # A retry of a tile this run already published: nothing to write again.
+                return list(stats_rows(tile, stored[0], self._card, mask_uri, stored[1]))
             if len(staged) != planned.blocks:
                 raise MaskWriteError(f"{tile.uri}: {len(staged)} of {planned.blocks} blocks arrived; mask not written")
             started = time.monotonic()
-            mask_uri = self._layout.mask_uri(tile_id)
             staged.sort(key=lambda s: s.block.index)
-            tags = mask_tags(self._card, tile, self._settings, self._precision)
+            totals = TileTotals.of_blocks(staged, self._layout.run_id)
+            tags = mask_tags(self._card, tile, self._settings, self._precision, totals)
             with fileio.local_scratch() as tmpdir:
                 local = fileio.join(tmpdir, "mask.tif")
                 write_mask_cog(tile, staged, self._card, local, tags)
                 fileio.publish(local, mask_uri)
-            out.extend(stats_rows(tile, staged, self._card, mask_uri, self._precision))
-            PROGRESS.tile_done(tile.tile_id, time.monotonic() - started)
-        except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
-            out.append(beam.pvalue.TaggedOutput(FAILED, (tile_id, failure_record(tile.uri, tile.tile_id, "write", exc))))
-        finally:
             fileio.remove(self._layout.staging_dir(tile_id), recursive=True)
-        return out
+            PROGRESS.tile_done(tile.tile_id, time.monotonic() - started)
+            return list(stats_rows(tile, totals, self._card, mask_uri, self._precision))
+        except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
+            return [beam.pvalue.TaggedOutput(FAILED, (tile_id, failure_record(tile.uri, tile.tile_id, "write", exc)))]
 
 
-def is_done(tile: TileSpec, layout: OutputLayout, settings: str) -> bool:
-    """True when the tile's mask exists and was made from this very file with these settings."""
-    uri = layout.mask_uri(tile.tile_id)
-    try:
-        if not fileio.exists(uri):
-            return False
-        with fileio.open_raster(uri) as src:
-            tags = src.tags()
-    except Exception:  # noqa: BLE001 - an unreadable old mask is simply redone
-        return False
-    done = tags.get(TAG_FINGERPRINT) == tile.fingerprint and tags.get(TAG_SETTINGS) == settings
-    if done:
-        log.info("skipping %s: mask is up to date (%s)", tile.tile_id, uri)
-    return done
+class SkipDoneFn(beam.DoFn):
+    """TileSpec → itself when its mask must be made; else its stored stats rows on ``reused``."""
 
-
-class SkipDone(beam.PTransform):
-    """TileSpecs → those whose mask is missing or was made from another file or other settings."""
-
-    def __init__(self, layout: OutputLayout, settings: str) -> None:
-        super().__init__()
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str) -> None:
+        self._card = card
         self._layout = layout
         self._settings = settings
 
-    def expand(self, tiles: beam.PCollection) -> beam.PCollection:
-        return tiles | "DropUpToDate" >> beam.Filter(lambda t, layout=self._layout, settings=self._settings:
-                                                     not is_done(t, layout, settings))
+    def process(self, tile: TileSpec) -> Iterator[object]:
+        stored = stored_totals(tile, self._layout, self._settings, self._card.num_classes)
+        if stored is None:
+            yield tile
+            return
+        mask_uri = self._layout.mask_uri(tile.tile_id)
+        log.info("skipping %s: mask is up to date (%s)", tile.tile_id, mask_uri)
+        for row in stats_rows(tile, stored[0], self._card, mask_uri, stored[1], reused=True):
+            yield beam.pvalue.TaggedOutput(REUSED, row)
+
+
+class SkipDone(beam.PTransform):
+    """TileSpecs → those whose mask is missing or was made from another file or other settings
+    (main), and the stats rows stored with the masks of the others (``reused``), so that every
+    run's stats table covers all its tiles, even after an earlier run was killed."""
+
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str) -> None:
+        super().__init__()
+        self._fn = SkipDoneFn(card, layout, settings)
+
+    def expand(self, tiles: beam.PCollection) -> StageOutput:
+        out = tiles | "CheckMasks" >> beam.ParDo(self._fn).with_outputs(REUSED, main="main")
+        return StageOutput(out.main, out[REUSED])
 
 
 class WriteMasks(beam.PTransform):

@@ -33,7 +33,8 @@ STATS_SCHEMA = pa.schema([
     ("area_m2", pa.float64()),
     ("crs", pa.string()),
     ("pixel_size_m", pa.float64()),
-    ("processed_at", pa.timestamp("us", tz="UTC")),
+    ("processed_at", pa.timestamp("us", tz="UTC")),  # when the mask was made
+    ("reused", pa.bool_()),  # true: the mask is an earlier run's, skipped as up to date; rows from its tags
 ])
 
 FAILURE_SCHEMA = pa.schema([

@@ -19,6 +19,7 @@ import numpy as np
 
 from common import fileio
 from common.areas import PixelAreaModel, pixel_area_model
+from common.safepath import UnsafePathError, check_relative
 from model.card import ModelCard
 from transforms.failures import FAILED, StageOutput, keyed_failure
 
@@ -165,6 +166,12 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input."""
     from rasterio.errors import RasterioIOError
 
+    tile_id = tile_id or tile_id_for(uri, root)
+    try:
+        check_relative(tile_id, "tile id")
+    except UnsafePathError as exc:
+        raise TileError(f"{uri}: {exc}; rename the file") from None
+
     try:
         size = fileio.size(uri)
     except FileNotFoundError:
@@ -204,7 +211,7 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         mask_kind = "gdal"
     return TileSpec(
         uri=uri,
-        tile_id=tile_id or tile_id_for(uri, root),
+        tile_id=tile_id,
         width=width,
         height=height,
         dtype=dtype,

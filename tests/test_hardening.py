@@ -1,0 +1,274 @@
+"""Production hardening (issue 12): names that could leave the output folder, statistics that
+survive killed runs, steps that are safe to run twice, a complete skip key, leftovers of killed
+runs, and options that are checked before anything starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from common.safepath import UnsafePathError, check_relative, check_segment
+from model.card import ModelCardError, load_card
+from pipelines.config import ConfigError, build_config
+from pipelines.segment import run
+from tests.models import write_binning_model
+from tests.rasters import write_raster
+from transforms.masks import AssembleTileFn, OutputLayout, StageCoreFn, stage_core
+from transforms.plan import PlanArgs, PlannedTile
+from transforms.read import read_block
+from transforms.stitch import stitch_block
+from transforms.tiles import describe_tile
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    d = tmp_path_factory.mktemp("binning")
+    write_binning_model(str(d), num_classes=K, patch_size=64, halo=8, size_multiple=16)
+    return str(d)
+
+
+def _inputs(folder: Path, n: int = 3) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(4)
+    for i in range(n):
+        write_raster(folder / f"t{i}.tif", rng.integers(0, 256, (3, 70 + 9 * i, 90), dtype=np.uint8), photometric="RGB")
+    return folder
+
+
+def _histogram(mask: Path) -> list[int]:
+    with rasterio.open(mask) as m:
+        return [int(v) for v in np.bincount(m.read(1).ravel(), minlength=256)[:K]]
+
+
+# --- names that become paths ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["..", "../../x", "a/b", ".hidden", "", "x" * 200, "a b", "line\nbreak"])
+def test_run_id_must_be_one_plain_segment(bad: str) -> None:
+    with pytest.raises(UnsafePathError):
+        check_segment(bad, "--run_id")
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../b", "/abs", "a//b", "a/./b", "a\\b", "C:/x", "new\nline"])
+def test_tile_ids_must_stay_inside_the_output(bad: str) -> None:
+    with pytest.raises(UnsafePathError):
+        check_relative(bad, "tile id")
+    assert check_relative("survey 2026/ünïcode tile", "tile id") == "survey 2026/ünïcode tile"
+
+
+@pytest.mark.parametrize("run_id", ["..", "../../x", "."])
+def test_a_run_id_that_leaves_the_output_deletes_nothing(tmp_path: Path, model_dir: str, run_id: str) -> None:
+    inp = _inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    first = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", "first"])
+    assert first.tiles_written == 1
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="--run_id"):
+        run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", run_id])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_card_model_file_must_be_inside_the_model_folder(tmp_path: Path, model_dir: str) -> None:
+    bad = tmp_path / "m"
+    bad.mkdir()
+    card = json.loads((Path(model_dir) / "card.json").read_text())
+    (tmp_path / "outside.keras").write_bytes((Path(model_dir) / "model.keras").read_bytes())
+    card["model_file"] = "../outside.keras"
+    (bad / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="model_file"):
+        load_card(str(bad))
+
+
+def test_a_file_name_that_cannot_be_a_tile_id_is_one_failure_row(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 2)
+    write_raster(inp / "bad\nname.tif", np.zeros((3, 20, 20), np.uint8), photometric="RGB")
+    summary = run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", model_dir])
+    assert (summary.tiles_written, summary.failures) == (2, 1)
+    (row,) = pq.read_table(summary.failures_uri).to_pylist()
+    assert row["stage"] == "discover" and "rename the file" in row["message"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["t0.tif", "t1.tif"]
+
+
+# --- statistics survive a killed run ----------------------------------------------------------
+
+
+def test_stats_of_skipped_tiles_come_again_from_their_masks(tmp_path: Path, model_dir: str) -> None:
+    """A run killed after publishing masks but before writing its stats (simulated by deleting
+    them): the rerun skips those tiles, and its stats file still covers every tile, marked reused."""
+    inp = _inputs(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    first = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", "killed"])
+    original = pq.read_table(first.stats_uri).to_pylist()
+    os.remove(first.stats_uri)
+    os.remove(out / "masks" / "t2.tif")  # this one was not published before the kill
+    second = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", "rerun"])
+    assert (second.tiles_written, second.tiles_skipped, second.failures) == (1, 2, 0)
+    rows = pq.read_table(second.stats_uri).to_pylist()
+    assert {r["tile_id"] for r in rows} == {"t0", "t1", "t2"}
+    for r in rows:
+        assert r["reused"] == (r["tile_id"] != "t2") and r["run_id"] == "rerun"
+        assert r["pixel_count"] == _histogram(out / "masks" / f"{r['tile_id']}.tif")[r["class_index"]]
+    keep = ("tile_id", "class_index", "pixel_count", "valid_pixel_count", "area_m2", "processed_at", "crs")
+    by_key = {(r["tile_id"], r["class_index"]): {k: r[k] for k in keep} for r in rows}
+    for r in original:
+        if r["tile_id"] != "t2":
+            assert by_key[(r["tile_id"], r["class_index"])] == {k: r[k] for k in keep}
+
+
+# --- every step safe to run twice ------------------------------------------------------------
+
+
+def _one_tile_element(tmp_path: Path, model_dir: str, run_id: str) -> tuple[OutputLayout, tuple[str, dict[str, list[object]]]]:
+    card = load_card(model_dir)
+    path = write_raster(tmp_path / "tile.tif", np.full((3, 40, 50), 128, np.uint8), photometric="RGB")
+    tile = describe_tile(path, str(tmp_path), card)
+    layout = OutputLayout(str(tmp_path / "out"), run_id)
+    (block,) = PlanArgs(64, 8, 16, 4).blocks(tile)
+    ctx, patches = read_block(tile, block)
+    labels = np.full((len(patches.pixels), *block.patch_shape), 2, np.uint8)
+    core = stitch_block(ctx, labels, card)
+    staged = stage_core(core, layout)
+    return layout, (tile.tile_id, {"tile": [PlannedTile(tile, 1)], "staged": [staged], "failed": []})
+
+
+def test_assembling_a_tile_twice_is_a_no_op_the_second_time(tmp_path: Path, model_dir: str) -> None:
+    card = load_card(model_dir)
+    layout, element = _one_tile_element(tmp_path, model_dir, "r1")
+    fn = AssembleTileFn(card, layout, "settings", "float32")
+    first = list(fn.process(element))
+    mask = Path(layout.mask_uri("tile"))
+    stamp = (mask.stat().st_mtime_ns, mask.read_bytes())
+    second = list(fn.process(element))  # a retried bundle: the staged cores are gone by now
+    assert all(isinstance(r, dict) for r in first + second) and len(first) == K
+    assert [(r["pixel_count"], r["reused"]) for r in second] == [(r["pixel_count"], False) for r in first]
+    assert first[2]["pixel_count"] == 40 * 50
+    assert (mask.stat().st_mtime_ns, mask.read_bytes()) == stamp, "not written again"
+
+
+def test_a_failure_after_publish_is_recovered_by_the_retry(tmp_path: Path, model_dir: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import transforms.masks as masks
+
+    card = load_card(model_dir)
+    layout, element = _one_tile_element(tmp_path, model_dir, "r1")
+    fn = AssembleTileFn(card, layout, "settings", "float32")
+
+    def fail_after_publish(*_: object) -> None:
+        raise RuntimeError("worker lost after publish")
+
+    monkeypatch.setattr(masks.PROGRESS, "tile_done", fail_after_publish)
+    (failed,) = list(fn.process(element))
+    assert os.path.exists(layout.mask_uri("tile"))
+    monkeypatch.undo()
+    retried = list(fn.process(element))
+    assert len(retried) == K and all(isinstance(r, dict) for r in retried)
+    assert retried[2]["pixel_count"] == 40 * 50
+
+
+def test_staging_a_core_twice_gives_the_same_file(tmp_path: Path, model_dir: str) -> None:
+    card = load_card(model_dir)
+    path = write_raster(tmp_path / "tile.tif", np.full((3, 40, 50), 10, np.uint8), photometric="RGB")
+    tile = describe_tile(path, str(tmp_path), card)
+    layout = OutputLayout(str(tmp_path / "out"), "r1")
+    (block,) = PlanArgs(64, 8, 16, 4).blocks(tile)
+    ctx, patches = read_block(tile, block)
+    core = stitch_block(ctx, np.zeros((len(patches.pixels), *block.patch_shape), np.uint8), card)
+    fn = StageCoreFn(layout)
+    a, b = list(fn.process(core)), list(fn.process(core))
+    assert a == b and len(a) == 1
+    assert len(os.listdir(layout.staging_dir("tile"))) == 1
+
+
+# --- the skip key ------------------------------------------------------------------------------
+
+
+def _settings(model_dir: str, inp: Path, out: Path, *extra: str) -> str:
+    # An explicit precision: "auto" resolves by this CPU; a later --precision in ``extra`` wins.
+    argv = ["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", "r", "--precision", "float32",
+            *extra]
+    return build_config(PipelineOptions(argv), "DirectRunner").settings
+
+
+def test_every_option_that_changes_a_mask_changes_the_skip_key(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 1)
+    base = _settings(model_dir, inp, tmp_path / "o")
+    changing = [["--precision", "bfloat16"], ["--stitch", "blend"], ["--bands", "3,2,1"], ["--patch_size", "48"],
+                ["--halo", "4"], ["--stitch", "blend", "--patches_per_block", "2"]]
+    keys = [_settings(model_dir, inp, tmp_path / "o", *opts) for opts in changing]
+    assert base not in keys and len(set(keys)) == len(keys)
+    # Options that cannot change a mask keep the key: another output, run id, batch size, and
+    # patches per block with overlap-tile stitching (exact placement whatever the grouping).
+    same = [["--batch_size", "9"], ["--patches_per_block", "2"], ["--overwrite"]]
+    assert all(_settings(model_dir, inp, tmp_path / "o", *opts) == base for opts in same)
+    assert _settings(model_dir, inp, tmp_path / "elsewhere") == base
+    other = tmp_path / "other_card"
+    write_binning_model(str(other), num_classes=K, patch_size=64, halo=8, size_multiple=16)
+    card = json.loads((other / "card.json").read_text())
+    card["classes"][0]["color"] = [1, 2, 3]  # same name@version, another colour table
+    (other / "card.json").write_text(json.dumps(card))
+    assert _settings(str(other), inp, tmp_path / "o") != base
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def test_misspelled_and_missing_options_exit_before_anything(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="--overwite"):
+        run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--overwite"])
+    with pytest.raises(ConfigError, match="--input is required"):
+        run(["--output", str(out), "--model", model_dir])
+    assert not out.exists()
+    summary = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--overwrite=true"])
+    again = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--overwrite=false"])
+    assert (summary.tiles_written, again.tiles_written, again.tiles_skipped) == (1, 0, 1)
+
+
+def test_importing_the_job_leaves_beam_options_usable() -> None:
+    code = ("import pipelines.segment; from apache_beam.options.pipeline_options import PipelineOptions; "
+            "print(len(PipelineOptions([]).get_all_options()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip().splitlines()[-1]) > 10
+
+
+# --- leftovers of killed runs --------------------------------------------------------------------
+
+
+def test_a_later_run_removes_what_killed_runs_left(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    staging = out / "_staging"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for run_id, pid in (("killed", dead_pid), ("running", alive.pid)):
+            (staging / run_id / "tile").mkdir(parents=True)
+            (staging / run_id / "tile" / "0_0.npy").write_bytes(b"x" * 100)
+            (staging / f"{run_id}.owner").write_text(json.dumps({"host": socket.gethostname(), "pid": pid,
+                                                                 "started": 1e12}))
+        scratch = Path(tempfile.mkdtemp(prefix=f"tileseg-{dead_pid}-"))
+        (scratch / "mask.tif").write_bytes(b"half a COG")
+        summary = run(["--input", str(inp), "--output", str(out), "--model", model_dir])
+        assert summary.tiles_written == 1
+        assert not (staging / "killed").exists() and not (staging / "killed.owner").exists()
+        assert (staging / "running" / "tile" / "0_0.npy").exists(), "a run still going on is left alone"
+        assert not scratch.exists()
+        assert sorted(p.name for p in staging.iterdir()) == ["running", "running.owner"]
+    finally:
+        alive.kill()
+        alive.wait()
