@@ -10,6 +10,8 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import logging
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -22,7 +24,9 @@ from model.loading import PRECISIONS, resolve_precision
 from model.shipped import DEFAULT_MODEL
 from transforms.masks import MASK_FORMAT_VERSION, OutputLayout
 from transforms.plan import PlanArgs
-from transforms.tiles import parse_bands
+from transforms.tiles import MAX_TILE_PIXELS, parse_bands
+
+log = logging.getLogger(__name__)
 
 RASTER_EXTENSIONS = (".tif", ".tiff", ".gtiff", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".vrt")
 
@@ -49,6 +53,8 @@ class SegmentOptions(PipelineOptions):
         parser.add_argument("--patches_per_block", type=int, default=4, help="patches per block edge (one read per block)")
         parser.add_argument("--overwrite", nargs="?", const=True, default=False, type=_flag,
                             help="redo tiles whose masks are already up to date (also --overwrite=true|false)")
+        parser.add_argument("--max_tile_pixels", type=int, default=MAX_TILE_PIXELS,
+                            help=f"a tile with more pixels fails at once (default {MAX_TILE_PIXELS:,})")
         parser.add_argument("--run_id", default=None, help="names this run's stats/failures files (default: time + random)")
 
 
@@ -92,6 +98,7 @@ class SegmentConfig:
     halo: int
     patches_per_block: int
     overwrite: bool
+    max_tile_pixels: int
     run_id: str
     uris: tuple[str, ...]
     root: str
@@ -119,14 +126,34 @@ class SegmentConfig:
         return OutputLayout(self.output.rstrip("/"), self.run_id)
 
 
-def list_inputs(pattern: str) -> tuple[list[str], str]:
-    """Input URIs and the root their tile ids are relative to. A directory yields its rasters."""
+def list_inputs(pattern: str, output: str | None = None) -> tuple[list[str], str]:
+    """Input URIs and the root their tile ids are relative to.
+
+    A directory yields its rasters, leaving out hidden files and folders inside it (not the
+    folders above it: a snapshot under ``~/.cache`` is still listed). Local paths are normalised
+    (``./``, ``..``). Nothing under ``output`` is ever an input, so an output folder inside the
+    input folder does not get its own masks segmented again.
+    """
+    if not fileio.is_remote(pattern):
+        pattern = os.path.normpath(pattern[len("file://"):] if pattern.startswith("file://") else pattern)
     fs, path = fileio.filesystem(pattern)
     is_dir = not any(ch in path for ch in "*?[") and fs.isdir(path)
     uris = fileio.match(pattern)
+    root = fileio.glob_root(pattern)
     if is_dir:
-        uris = [u for u in uris if u.lower().endswith(RASTER_EXTENSIONS) and "/." not in u]
-    return uris, fileio.glob_root(pattern)
+        uris = [u for u in uris if u.lower().endswith(RASTER_EXTENSIONS)
+                and not any(part.startswith(".") for part in _relative(u, root).split("/"))]
+    if output is not None:
+        out = output.rstrip("/") if fileio.is_remote(output) else os.path.abspath(output)
+        inside = [u for u in uris if u.startswith(out + "/")]
+        if inside:
+            log.warning("leaving out %d file(s) under the output folder %s", len(inside), out)
+            uris = [u for u in uris if not u.startswith(out + "/")]
+    return uris, root
+
+
+def _relative(uri: str, root: str) -> str:
+    return uri[len(root.rstrip("/")) + 1:] if uri.startswith(root.rstrip("/") + "/") else uri
 
 
 def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentConfig:
@@ -145,6 +172,8 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         card = load_card(o.model)
     except ModelCardError as exc:
         raise ConfigError(str(exc)) from None
+    if o.max_tile_pixels < 1:
+        raise ConfigError(f"--max_tile_pixels must be at least 1, not {o.max_tile_pixels}")
     if o.batch_size < 1:
         raise ConfigError(f"--batch_size must be at least 1, not {o.batch_size}")
     if o.patches_per_block < 1:
@@ -163,7 +192,7 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         raise ConfigError(f"--bands gives {len(bands)} bands; model {card.model_id} takes {card.num_bands} "
                           f"({', '.join(card.input_bands)})")
     try:
-        uris, root = list_inputs(o.input)
+        uris, root = list_inputs(o.input, o.output)
     except Exception as exc:  # noqa: BLE001 - a listing error is a bad --input
         raise ConfigError(f"--input {o.input}: cannot list ({exc})") from None
     if not uris:
@@ -179,6 +208,6 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
     return SegmentConfig(
         input=o.input, output=o.output, model_dir=o.model, card=card, precision=precision,
         batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,
-        patches_per_block=o.patches_per_block, overwrite=o.overwrite, run_id=run_id,
+        patches_per_block=o.patches_per_block, overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
         uris=tuple(uris), root=root,
     )

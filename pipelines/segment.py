@@ -48,7 +48,7 @@ class SegmentTiles(beam.PTransform):
         coders.register()
         handler = SegmentationModelHandler(c.model_dir, c.card, c.precision, c.batch_size,
                                            "labels" if c.stitch == "overlap" else "scores")
-        tiles = uris | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands)
+        tiles = uris | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels)
         if c.overwrite:
             todo, reused = tiles.main, uris.pipeline | "NothingReused" >> beam.Create([])
         else:

@@ -222,6 +222,55 @@ def test_every_option_that_changes_a_mask_changes_the_skip_key(tmp_path: Path, m
     assert _settings(str(other), inp, tmp_path / "o") != base
 
 
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_inputs_under_hidden_folders_and_dotted_paths_are_found(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / ".cache" / "snapshot", 2)
+    (inp / ".hidden").mkdir()
+    write_raster(inp / ".hidden" / "skip.tif", np.zeros((3, 8, 8), np.uint8), photometric="RGB")
+    write_raster(inp / ".skip.tif", np.zeros((3, 8, 8), np.uint8), photometric="RGB")
+    dotted = str(tmp_path / ".cache" / "snapshot" / ".." / "snapshot" / ".")
+    summary = run(["--input", dotted, "--output", str(tmp_path / "out"), "--model", model_dir])
+    assert (summary.tiles_total, summary.tiles_written) == (2, 2)
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["t0.tif", "t1.tif"]
+
+
+def test_an_output_folder_inside_the_input_is_never_read(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 2)
+    out = inp / "out"
+    for _ in range(2):
+        summary = run(["--input", str(inp), "--output", str(out), "--model", model_dir])
+        assert summary.tiles_total == 2 and summary.failures == 0
+    assert sorted(str(p.relative_to(out / "masks")) for p in (out / "masks").rglob("*.tif")) == ["t0.tif", "t1.tif"]
+
+
+def test_a_tile_over_the_pixel_limit_fails_at_once(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 2)  # t0 is 70x90, t1 79x90
+    summary = run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", model_dir,
+                   "--max_tile_pixels", str(75 * 90)])
+    assert (summary.tiles_written, summary.failures) == (1, 1)
+    (row,) = pq.read_table(summary.failures_uri).to_pylist()
+    assert row["tile_id"] == "t1" and row["stage"] == "discover" and "--max_tile_pixels" in row["message"]
+    with pytest.raises(ConfigError, match="--max_tile_pixels"):
+        run(["--input", str(inp), "--output", str(tmp_path / "o2"), "--model", model_dir, "--max_tile_pixels", "0"])
+
+
+def test_a_huge_header_is_refused_without_reading_it(tmp_path: Path, model_dir: str) -> None:
+    """A 200000 x 200000 header (40 000 MPix, a few KB on disk): one failure row, at once."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    with rasterio.open(inp / "huge.tif", "w", driver="GTiff", width=200_000, height=200_000, count=3,
+                       dtype="uint8", tiled=True, compress="deflate", sparse_ok=True, photometric="RGB") as dst:
+        dst.write(np.zeros((3, 16, 16), np.uint8), window=rasterio.windows.Window(0, 0, 16, 16))
+    assert (inp / "huge.tif").stat().st_size < 50_000_000
+    _inputs(inp, 1)
+    summary = run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", model_dir])
+    assert (summary.tiles_written, summary.failures) == (1, 1)
+    (row,) = pq.read_table(summary.failures_uri).to_pylist()
+    assert row["tile_id"] == "huge" and "40,000 MPix" in row["message"]
+
+
 # --- options -----------------------------------------------------------------------------------
 
 

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 #: Largest tile edge we accept: GeoTIFF BigTIFF can go further, but beyond this a typo in a
 #: header (or a hostile file) would make us plan millions of blocks.
 MAX_TILE_EDGE = 1_000_000
+#: Default of ``--max_tile_pixels``: about 70 700² pixels (5 GPix), beyond any orthophoto tile we
+#: have met; a header claiming more (200 000², or a decompression bomb) fails at once instead of
+#: being segmented for hours.
+MAX_TILE_PIXELS = 5_000_000_000
 
 
 class TileError(ValueError):
@@ -162,7 +166,7 @@ def _fingerprint(uri: str) -> str:
 
 
 def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None,
-                  tile_id: str | None = None) -> TileSpec:
+                  tile_id: str | None = None, max_pixels: int = MAX_TILE_PIXELS) -> TileSpec:
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input."""
     from rasterio.errors import RasterioIOError
 
@@ -198,6 +202,9 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         raise TileError(f"{uri}: complex data ({dtype}) is not imagery; convert to real values")
     if width > MAX_TILE_EDGE or height > MAX_TILE_EDGE:
         raise TileError(f"{uri}: {width}x{height} px exceeds the {MAX_TILE_EDGE} px edge limit; split it first")
+    if width * height > max_pixels:
+        raise TileError(f"{uri}: {width}x{height} px ({width * height / 1e6:,.0f} MPix) exceeds the limit of "
+                        f"{max_pixels / 1e6:,.0f} MPix per tile; split it first, or raise --max_tile_pixels")
     bands = match_bands(colorinterp, card.input_bands, uri, bands_override)
     from rasterio.enums import MaskFlags
 
@@ -230,15 +237,17 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
 class DescribeTileFn(beam.DoFn):
     """(uri, tile_id) → TileSpec, or a keyed failure record on the ``failed`` output."""
 
-    def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None) -> None:
+    def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
+                 max_pixels: int = MAX_TILE_PIXELS) -> None:
         self._root = root
         self._card = card
         self._bands = bands
+        self._max_pixels = max_pixels
 
     def process(self, element: tuple[str, str]) -> Iterator[object]:
         uri, tile_id = element
         try:
-            yield describe_tile(uri, self._root, self._card, self._bands, tile_id)
+            yield describe_tile(uri, self._root, self._card, self._bands, tile_id, self._max_pixels)
         except Exception as exc:  # noqa: BLE001 - any bad file becomes a failure row, never a crash
             yield keyed_failure(uri, tile_id, "discover", exc)
 
@@ -246,9 +255,10 @@ class DescribeTileFn(beam.DoFn):
 class DiscoverTiles(beam.PTransform):
     """(uri, tile_id) pairs → TileSpecs (main) and the files that cannot be used (failed)."""
 
-    def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None) -> None:
+    def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
+                 max_pixels: int = MAX_TILE_PIXELS) -> None:
         super().__init__()
-        self._fn = DescribeTileFn(root, card, bands)
+        self._fn = DescribeTileFn(root, card, bands, max_pixels)
 
     def expand(self, uris: beam.PCollection) -> StageOutput:
         out = uris | "DescribeTiles" >> beam.ParDo(self._fn).with_outputs(FAILED, main="main")
