@@ -106,7 +106,23 @@ def _load_keras(local: str, shown: str) -> Any:
     try:
         return keras.saving.load_model(local, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises many types for bad or unsafe files
-        raise ModelCardError(f"{shown}: cannot load model in safe mode ({exc})") from None
+        # Keras's messages run to paragraphs (and tracebacks); the first sentence says what is wrong.
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelCardError(f"{shown}: cannot load the model in Keras safe mode ({reason}); a model file that "
+                             "runs code (Lambda layers, custom objects) is refused - re-export it without") from None
+
+
+def check_model(model_dir: str, card: ModelCard) -> None:
+    """Load the model once (safe mode) and check it against its card: input bands and classes.
+    Raises ModelCardError saying what is wrong, so a bad model is a bad option, not a failed job."""
+    loaded = load_model(model_dir, "float32", card)
+    shape = tuple(loaded.model.input_shape)
+    if shape[-1] != card.num_bands:
+        raise ModelCardError(f"{model_dir}: the model takes {shape[-1]} input band(s) but its card lists "
+                             f"{card.num_bands} ({', '.join(card.input_bands)}); fix input_bands in card.json")
+    out = tuple(loaded.model.output_shape)
+    if out[-1] != card.num_classes:
+        raise ModelCardError(f"{model_dir}: the model outputs {out[-1]} classes but its card lists {card.num_classes}")
 
 
 @dataclass

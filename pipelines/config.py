@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from common import fileio
 from common.safepath import UnsafePathError, check_segment
 from model.card import ModelCard, ModelCardError, load_card
-from model.loading import PRECISIONS, resolve_precision
+from model.loading import PRECISIONS, check_model, resolve_precision
 from model.shipped import DEFAULT_MODEL
 from transforms.masks import MASK_FORMAT_VERSION, OutputLayout
 from transforms.plan import PlanArgs
@@ -197,6 +197,10 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         raise ConfigError(f"--input {o.input}: cannot list ({exc})") from None
     if not uris:
         raise ConfigError(f"--input {o.input}: no files match; check the path or glob (quote it so the shell does not expand it)")
+    try:
+        check_model(o.model, card)  # before anything is written
+    except ModelCardError as exc:
+        raise ConfigError(f"--model: {exc}") from None
     try:
         fileio.check_writable(o.output)
     except OSError as exc:

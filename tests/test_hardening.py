@@ -192,6 +192,26 @@ def test_staging_a_core_twice_gives_the_same_file(tmp_path: Path, model_dir: str
     assert len(os.listdir(layout.staging_dir("tile"))) == 1
 
 
+def test_a_model_that_runs_code_is_refused_before_the_pipeline(tmp_path: Path, model_dir: str) -> None:
+    import keras
+
+    lam = tmp_path / "lambda"
+    write_binning_model(str(lam), num_classes=K)
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    keras.Model(inputs, keras.layers.Conv2D(K, 1)(outputs)).save(str(lam / "model.keras"))
+    inp = _inputs(tmp_path / "in", 1)
+    with pytest.raises(ConfigError, match="safe mode") as err:
+        run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", str(lam)])
+    assert "\n" not in str(err.value) and len(str(err.value)) < 700
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "card.json").write_text((lam / "card.json").read_text())
+    (tmp_path / "broken" / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ConfigError, match="safe mode"):
+        run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", str(tmp_path / "broken")])
+    assert not (tmp_path / "out").exists()
+
+
 # --- the skip key ------------------------------------------------------------------------------
 
 
@@ -234,6 +254,19 @@ def test_inputs_under_hidden_folders_and_dotted_paths_are_found(tmp_path: Path, 
     summary = run(["--input", dotted, "--output", str(tmp_path / "out"), "--model", model_dir])
     assert (summary.tiles_total, summary.tiles_written) == (2, 2)
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["t0.tif", "t1.tif"]
+
+
+def test_files_whose_ids_would_collide_all_end_as_masks(tmp_path: Path, model_dir: str) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    data = np.full((3, 20, 30), 100, np.uint8)
+    write_raster(inp / "x.tif", data, photometric="RGB")
+    write_raster(inp / "x.png.tif", data, photometric="RGB")
+    write_raster(inp / "x.png", data, driver="PNG", crs=None)
+    summary = run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", model_dir])
+    assert (summary.tiles_total, summary.tiles_written, summary.failures) == (3, 3, 0)
+    masks = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())
+    assert masks == ["x.png.tif", "x.png.tif.tif", "x.tif.tif"]
 
 
 def test_an_output_folder_inside_the_input_is_never_read(tmp_path: Path, model_dir: str) -> None:

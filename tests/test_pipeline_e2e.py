@@ -236,7 +236,7 @@ def test_bad_options_fail_before_the_pipeline(tmp_path: Path, model_dir: str) ->
     assert not (tmp_path / "o").exists()
 
 
-def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Path) -> None:
+def test_a_card_that_does_not_fit_its_model_is_a_bad_option(tmp_path: Path) -> None:
     import json
 
     bad_model = tmp_path / "model"
@@ -248,12 +248,34 @@ def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Pat
     src = tmp_path / "in"
     src.mkdir()
     write_raster(src / "a.tif", np.zeros((3, 40, 40), np.uint8), photometric="RGB")
-    summary = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", str(bad_model),
+    with pytest.raises(ConfigError, match="takes 1 input band.*lists 3"):
+        run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", str(bad_model)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Path, model_dir: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.predictor import Predictor
+
+    real = Predictor.predict_labels
+
+    def flaky(self: Predictor, patches: np.ndarray, *args: object, **kw: object) -> np.ndarray:
+        if patches.max() == 200:  # the pixels of tile a
+            raise RuntimeError("device out of memory")
+        return real(self, patches, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Predictor, "predict_labels", flaky)
+    src = tmp_path / "in"
+    src.mkdir()
+    write_raster(src / "a.tif", np.full((3, 40, 40), 200, np.uint8), photometric="RGB")
+    write_raster(src / "b.tif", np.full((3, 40, 40), 10, np.uint8), photometric="RGB")
+    summary = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", model_dir,
                    "--precision", "float32"])
-    assert (summary.tiles_written, summary.failures) == (0, 1)
+    assert (summary.tiles_written, summary.failures) == (1, 1)
     row = pq.read_table(summary.failures_uri).to_pylist()[0]
     assert row["stage"] == "inference" and row["tile_id"] == "a" and str(src / "a.tif") in row["message"]
-    assert not (tmp_path / "out" / "masks").exists() or not any((tmp_path / "out" / "masks").iterdir())
+    assert "device out of memory" in row["message"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["b.tif"]
 
 
 def test_plain_jpeg_and_png_frames(tmp_path: Path, model_dir: str) -> None:

@@ -33,6 +33,16 @@ def test_colliding_stems_keep_their_extension() -> None:
     assert ids == {"/in/a/x.tif": "a/x.tif", "/in/a/x.png": "a/x.png", "/in/b/x.tif": "b/x", "/in/c.jpg": "c"}
 
 
+def test_tile_ids_stay_unique_when_kept_extensions_collide_again() -> None:
+    from transforms.tiles import tile_ids
+
+    uris = ["/in/x.tif", "/in/x.png", "/in/x.png.tif", "/in/x.png.tif.tif", "/in/y.tif"]
+    ids = tile_ids(uris, "/in")
+    assert len(set(ids.values())) == len(uris)
+    assert ids == {"/in/x.tif": "x.tif", "/in/x.png": "x.png", "/in/x.png.tif": "x.png.tif",
+                   "/in/x.png.tif.tif": "x.png.tif.tif", "/in/y.tif": "y"}
+
+
 def test_band_matching_by_colour_interpretation(caplog: pytest.LogCaptureFixture) -> None:
     assert match_bands(["red", "green", "blue"], RGB, "f") == (1, 2, 3)
     assert match_bands(["blue", "green", "red", "alpha"], RGB, "f") == (3, 2, 1)

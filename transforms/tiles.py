@@ -89,13 +89,25 @@ def tile_id_for(uri: str, root: str, keep_extension: bool = False) -> str:
 
 
 def tile_ids(uris: list[str], root: str) -> dict[str, str]:
-    """Tile id of each uri; where two files share a stem (a/x.tif, a/x.png) both keep their
-    extension, so no two inputs ever write the same mask."""
-    stems: dict[str, list[str]] = {}
-    for uri in uris:
-        stems.setdefault(tile_id_for(uri, root), []).append(uri)
-    return {uri: tile_id_for(uri, root, keep_extension=len(group) > 1)
-            for group in stems.values() for uri in group}
+    """Tile id of each uri, unique: where two files share a stem (a/x.tif, a/x.png) both keep
+    their extension, so no two inputs ever write the same mask.
+
+    Keeping extensions can make new collisions (x.tif and x.png become x.tif and x.png, and
+    x.png.tif's stem is x.png too), so this repeats until no two ids are equal: each round gives
+    the colliding files their whole relative path, and whole relative paths of distinct files
+    never collide, so it ends.
+    """
+    ids = {uri: tile_id_for(uri, root) for uri in uris}
+    while True:
+        groups: dict[str, list[str]] = {}
+        for uri, tile_id in ids.items():
+            groups.setdefault(tile_id, []).append(uri)
+        colliding = [uri for group in groups.values() if len(group) > 1 for uri in group
+                     if ids[uri] != tile_id_for(uri, root, keep_extension=True)]
+        if not colliding:
+            return ids
+        for uri in colliding:
+            ids[uri] = tile_id_for(uri, root, keep_extension=True)
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
