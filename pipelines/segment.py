@@ -10,6 +10,8 @@ composite transforms of ``transforms/``, chained in ``SegmentTiles.expand``.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -23,13 +25,14 @@ from common.cli import exit_now, setup_logging
 from model.handler import SegmentationModelHandler
 from pipelines.config import ConfigError, SegmentConfig, SegmentOptions, build_config, unknown_options
 from transforms import coders
+from transforms.failures import now_utc
+from transforms.finish import FinishRun
 from transforms.infer import RunModel
 from transforms.leftovers import claim_staging, clean_leftovers, release_staging
 from transforms.masks import SkipDone, WriteMasks
 from transforms.plan import PlanBlocks
 from transforms.progress import PROGRESS
 from transforms.read import ReadBlocks
-from transforms.records import WriteRunTables
 from transforms.stitch import StitchBlocks
 from transforms.tiles import DiscoverTiles, tile_ids
 
@@ -67,6 +70,9 @@ class SegmentTiles(beam.PTransform):
 
 @dataclass(frozen=True)
 class RunSummary:
+    """What a run did, from the summary the pipeline wrote as its last step (``stats/<run_id>.json``).
+    ``submitted``: the job went to a remote runner and this process did not wait for it."""
+
     run_id: str
     tiles_total: int
     tiles_written: int
@@ -75,8 +81,15 @@ class RunSummary:
     stats_uri: str | None
     failures_uri: str | None
     output: str
+    submitted: bool = False
+    pixels_segmented: int = 0
+    wall_s: float | None = None
 
     def line(self) -> str:
+        if self.submitted:
+            return (f"run {self.run_id}: submitted {self.tiles_total} input file(s); the job writes masks to "
+                    f"{fileio.join(self.output, 'masks')} and its summary to "
+                    f"{fileio.join(self.output, 'stats', self.run_id + '.json')} when it is done")
         text = (f"run {self.run_id}: {self.tiles_written} of {self.tiles_total} tiles segmented"
                 f"{f', {self.tiles_skipped} already up to date' if self.tiles_skipped else ''}"
                 f", {self.failures} failed; masks in {fileio.join(self.output, 'masks')}")
@@ -85,37 +98,36 @@ class RunSummary:
         return text
 
 
-def summarise(config: SegmentConfig) -> RunSummary:
-    """Read back what the run wrote (works for any runner)."""
-    import pyarrow.parquet as pq
-
-    layout = config.layout
-    written = skipped = failures = 0
-    stats_uri = layout.stats_uri() if fileio.exists(layout.stats_uri()) else None
-    failures_uri = layout.failures_uri() if fileio.exists(layout.failures_uri()) else None
-    if stats_uri:
-        with fileio.open_file(stats_uri) as f:
-            table = pq.read_table(f, columns=["tile_id", "reused"])
-        tiles = dict(zip(table.column("tile_id").to_pylist(), table.column("reused").to_pylist()))
-        skipped = sum(1 for reused in tiles.values() if reused)
-        written = len(tiles) - skipped
-    if failures_uri:
-        with fileio.open_file(failures_uri) as f:
-            failures = pq.read_metadata(f).num_rows
-    return RunSummary(config.run_id, len(config.uris), written, skipped, failures,
-                      stats_uri, failures_uri, config.output)
+def read_summary(config: SegmentConfig) -> RunSummary:
+    """The summary the finished pipeline wrote (any runner)."""
+    uri = config.layout.summary_uri()
+    with fileio.open_file(uri, "r") as f:
+        data = json.load(f)
+    return RunSummary(config.run_id, int(data["tiles_total"]), int(data["tiles_written"]), int(data["tiles_skipped"]),
+                      int(data["tiles_failed"]), data["stats_uri"], data["failures_uri"], config.output,
+                      pixels_segmented=int(data["pixels_segmented"]), wall_s=float(data["wall_s"]))
 
 
-def build_pipeline(p: beam.Pipeline, config: SegmentConfig) -> None:
+def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datetime | None = None) -> None:
     ids = tile_ids(list(config.uris), config.root)
-    layout = config.layout
     results = (p | "ListTiles" >> beam.Create([(u, ids[u]) for u in config.uris])
                | "SegmentTiles" >> SegmentTiles(config))
-    _ = results | "WriteRunTables" >> WriteRunTables(layout.stats_uri(), layout.failures_uri(), layout.run_id)
+    _ = results | "FinishRun" >> FinishRun(config.layout, len(config.uris), started_at or now_utc())
+
+
+def waits_for_job(runner: str | None) -> bool:
+    """Local runners run the job in (or beside) this process; a Dataflow launcher submits and exits."""
+    return "dataflow" not in (runner or "").lower()
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
-    """Parse ``argv``, validate, run the pipeline to completion and return what it wrote."""
+    """Parse ``argv``, validate and run the pipeline; return what it did.
+
+    On local runners this waits for the job and reads the summary it wrote. On Dataflow it submits
+    the job and returns at once (``submitted``): the pipeline writes its tables and summary and
+    removes its staging itself, as its last step, so nothing here waits or cleans up.
+    """
+    started = now_utc()
     unknown = unknown_options(argv)
     if unknown:
         raise ConfigError(f"unknown option(s) {' '.join(unknown)}; see tileseg run --help "
@@ -123,24 +135,33 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     options = PipelineOptions(argv)
     runner = options.view_as(StandardOptions).runner
     config = build_config(options, runner)
+    local = test_pipeline is not None or waits_for_job(runner)
     PROGRESS.reset(total_tiles=len(config.uris))
     log.info("run %s: %d input file(s), model %s (%s), patch %d halo %d, %s stitching",
              config.run_id, len(config.uris), config.card.model_id, config.precision,
              config.patch_size, config.halo, config.stitch)
     fileio.makedirs(config.output)
     clean_leftovers(config.layout)
-    claim_staging(config.layout)
+    claim_staging(config.layout, this_process=local)
+    if not local:
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, config, started)
+        result = p.run()
+        job = getattr(result, "job_id", lambda: None)()
+        log.info("run %s submitted%s", config.run_id, f" as job {job}" if job else "")
+        return RunSummary(config.run_id, len(config.uris), 0, 0, 0, None, None, config.output, submitted=True)
     try:
         if test_pipeline is not None:
-            build_pipeline(test_pipeline, config)
+            build_pipeline(test_pipeline, config, started)
             test_pipeline.run().wait_until_finish()
         else:
             with beam.Pipeline(options=options) as p:
-                build_pipeline(p, config)
+                build_pipeline(p, config, started)
     finally:
+        # The pipeline's last step removed the staging; this is for a job that failed before it.
         release_staging(config.layout)
         _remove_if_empty(config.layout.staging_parent())
-    summary = summarise(config)
+    summary = read_summary(config)
     log.info(summary.line())
     return summary
 

@@ -354,3 +354,52 @@ def test_a_later_run_removes_what_killed_runs_left(tmp_path: Path, model_dir: st
     finally:
         alive.kill()
         alive.wait()
+
+
+# --- the run's last step -------------------------------------------------------------------------
+
+
+def test_the_pipeline_writes_its_summary_and_removes_its_staging(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    write_raster(inp / "broken.tif", np.zeros((2, 8, 8), np.uint8))  # two bands: one failure
+    summary = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", "nightly"])
+    data = json.loads((out / "stats" / "nightly.json").read_text())
+    assert {k: data[k] for k in ("run_id", "tiles_total", "tiles_written", "tiles_skipped", "tiles_failed")} == {
+        "run_id": "nightly", "tiles_total": 3, "tiles_written": 2, "tiles_skipped": 0, "tiles_failed": 1}
+    assert data["pixels_segmented"] == 70 * 90 + 79 * 90 and data["wall_s"] > 0
+    assert data["stats_uri"] == summary.stats_uri and data["failures_uri"] == summary.failures_uri
+    assert not (out / "_staging").exists()
+
+
+def test_finishing_twice_gives_the_same_tables(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from transforms.finish import finish_run
+
+    layout = OutputLayout(str(tmp_path / "out"), "r1")
+    (tmp_path / "out" / "_staging" / "r1" / "t").mkdir(parents=True)
+    rows = [{"tile_id": "t", "source_uri": "s", "mask_uri": "m", "model_id": "x@1", "precision": "float32",
+             "class_index": 0, "class_name": "c", "pixel_count": 4, "valid_pixel_count": 4, "total_pixel_count": 4,
+             "fraction": 1.0, "area_m2": None, "crs": None, "pixel_size_m": None,
+             "processed_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "reused": False}]
+    started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    first = finish_run(rows, [], layout, 1, started)
+    table = pq.read_table(layout.stats_uri()).to_pylist()
+    second = finish_run(rows, [], layout, 1, started)
+    assert pq.read_table(layout.stats_uri()).to_pylist() == table
+    assert {k: v for k, v in first.items() if k not in ("finished_at", "wall_s")} == \
+        {k: v for k, v in second.items() if k not in ("finished_at", "wall_s")}
+    assert first["failures_uri"] is None and not (tmp_path / "out" / "_staging" / "r1").exists()
+
+
+def test_a_submitted_job_keeps_its_staging_until_it_is_old(tmp_path: Path) -> None:
+    from pipelines.segment import waits_for_job
+    from transforms.leftovers import claim_staging, clean_leftovers
+
+    assert not waits_for_job("DataflowRunner") and waits_for_job(None) and waits_for_job("DirectRunner")
+    submitted = OutputLayout(str(tmp_path / "out"), "cloud")
+    (tmp_path / "out" / "_staging" / "cloud").mkdir(parents=True)
+    claim_staging(submitted, this_process=False)  # the launcher exits; the job goes on
+    assert clean_leftovers(OutputLayout(str(tmp_path / "out"), "later")) == []
+    assert (tmp_path / "out" / "_staging" / "cloud").exists()

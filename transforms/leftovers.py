@@ -26,11 +26,14 @@ STALE_AFTER_S = 48 * 3600
 OWNER_SUFFIX = ".owner"
 
 
-def claim_staging(layout: OutputLayout) -> str:
-    """Write this run's owner file; returns its URI."""
+def claim_staging(layout: OutputLayout, this_process: bool = True) -> str:
+    """Write this run's owner file; returns its URI. ``this_process``: the run lives in this
+    process (local runners). A job submitted to Dataflow outlives its launcher, so its claim names
+    no process and only its age can make it abandoned."""
     uri = layout.staging_root() + OWNER_SUFFIX
     with fileio.open_file(uri, "w") as f:
-        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}, f)
+        json.dump({"host": socket.gethostname(), "pid": os.getpid() if this_process else None,
+                   "started": time.time()}, f)
     return uri
 
 
@@ -44,14 +47,14 @@ def _abandoned(owner_uri: str) -> bool:
     try:
         with fileio.open_file(owner_uri, "r") as f:
             owner = json.load(f)
-        host, pid, started = str(owner["host"]), int(owner["pid"]), float(owner["started"])
+        host, pid, started = str(owner["host"]), owner["pid"], float(owner["started"])
     except FileNotFoundError:
         return True
     except Exception:  # noqa: BLE001 - an unreadable claim counts by its age alone
         return _older_than(owner_uri, STALE_AFTER_S)
     if time.time() - started > STALE_AFTER_S:
         return True
-    return host == socket.gethostname() and not fileio.process_alive(pid)
+    return pid is not None and host == socket.gethostname() and not fileio.process_alive(int(pid))
 
 
 def clean_leftovers(layout: OutputLayout) -> list[str]:

@@ -89,6 +89,9 @@ class OutputLayout:
     def failures_uri(self) -> str:
         return fileio.join(self.root, "failures", f"{self.run_id}.parquet")
 
+    def summary_uri(self) -> str:
+        return fileio.join(self.root, "stats", f"{self.run_id}.json")
+
 
 def stage_core(core: BlockCore, layout: OutputLayout) -> StagedBlock:
     uri = fileio.join(layout.staging_dir(core.tile.tile_id), f"{core.block.index[0]}_{core.block.index[1]}.npy")

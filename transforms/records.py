@@ -1,4 +1,4 @@
-"""Run tables (per-class statistics, failures): their Parquet schemas, the writer and WriteRunTables.
+"""Run tables (per-class statistics, failures): their Parquet schemas and the writer.
 
 Both tables are small (a row per tile and class, a row per failure), so each run writes one
 Parquet file per table, named by run id, through a local temporary file and one publish.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -60,26 +59,3 @@ def write_table(rows: list[dict[str, Any]], schema: pa.Schema, uri: str, run_id:
         fileio.publish(local, uri)
     log.info("wrote %d rows to %s", len(rows), uri)
     return uri
-
-
-class WriteRunTables(beam.PTransform):
-    """(stats rows, keyed failures) → one Parquet file each at ``stats_uri`` / ``failures_uri``.
-
-    Both tables are small, so each is collected whole and written once, atomically.
-    """
-
-    def __init__(self, stats_uri: str, failures_uri: str, run_id: str) -> None:
-        super().__init__()
-        self._stats_uri = stats_uri
-        self._failures_uri = failures_uri
-        self._run_id = run_id
-
-    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        stats, failures = pcolls
-        stats_uri, failures_uri, run_id = self._stats_uri, self._failures_uri, self._run_id
-        s = (stats | "CollectStats" >> beam.combiners.ToList()
-             | "WriteStats" >> beam.Map(lambda rows: write_table(rows, STATS_SCHEMA, stats_uri, run_id)))
-        f = (failures | "DropTileKeys" >> beam.Values()
-             | "CollectFailures" >> beam.combiners.ToList()
-             | "WriteFailures" >> beam.Map(lambda rows: write_table(rows, FAILURE_SCHEMA, failures_uri, run_id)))
-        return (s, f) | "FlattenWritten" >> beam.Flatten()
