@@ -126,6 +126,12 @@ def match(pattern: str) -> list[str]:
     A path to one file gives ``[that file]``; nothing matching gives ``[]``. Directories (and
     object-store "directory" placeholders) are never returned, nor publish()'s temporary files.
     """
+    return [uri for uri, _ in match_detail(pattern)]
+
+
+def match_detail(pattern: str) -> list[tuple[str, dict[str, Any]]]:
+    """Like :func:`match`, with each file's listing entry (``size``, and ``mtime`` locally or
+    ``updated``/``generation`` on object stores), from the one listing call: no request per file."""
     fs, path = filesystem(pattern)
     try:
         if _has_magic(path):
@@ -139,10 +145,10 @@ def match(pattern: str) -> list[str]:
     except FileNotFoundError:
         return []
     found = (
-        name for name, entry in entries.items()
+        (name, entry) for name, entry in entries.items()
         if _is_file_entry(fs, name, entry) and not _is_internal_temp(name)
     )
-    return sorted(_unstrip(fs, p, pattern) for p in found)
+    return sorted((_unstrip(fs, p, pattern), dict(e)) for p, e in found)
 
 
 def _is_file_entry(fs: fsspec.AbstractFileSystem, name: str, entry: dict[str, Any]) -> bool:

@@ -28,6 +28,7 @@ block, and blended stitching (an option) can blend the patches inside a block.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -104,7 +105,8 @@ class BlockSpec:
     edge by less than the size multiple, or to a whole patch when the tile is smaller than one
     (the read mirrors it in; those pixels are never in a core). ``patches`` are the patch windows
     in the pixels of ``window`` (all of ``patch_shape``); ``patch_cores`` are each patch's core,
-    in tile pixels. The patch cores partition ``core``.
+    in tile pixels. The patch cores partition ``core``. ``tile_blocks`` is how many blocks the
+    tile's plan has, so whoever stages a block can tell when the tile is complete.
     """
 
     index: tuple[int, int]
@@ -113,6 +115,7 @@ class BlockSpec:
     patch_shape: tuple[int, int]
     patches: tuple[Window, ...]
     patch_cores: tuple[Window, ...]
+    tile_blocks: int = 1
 
     def patch_in_tile(self, k: int) -> Window:
         """Patch ``k``'s window in tile pixels."""
@@ -151,7 +154,7 @@ def plan_blocks(
                 patches=tuple(patches),
                 patch_cores=tuple(cores),
             ))
-    return blocks
+    return [dataclasses.replace(b, tile_blocks=len(blocks)) for b in blocks]
 
 
 def computed_pixels(blocks: list[BlockSpec]) -> int:

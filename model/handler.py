@@ -38,8 +38,11 @@ class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
     """Patches → (K, Hp, Wp) uint8 labels, or (K, Hp, Wp, N) float32 class scores."""
 
     def __init__(self, model_dir: str, card: ModelCard, precision: str = "auto", batch_size: int = 4,
-                 output: str = "labels") -> None:
-        super().__init__(min_batch_size=1, max_batch_size=1)
+                 output: str = "labels", model_copies: int = 0) -> None:
+        # model_copies 0: each SDK process loads its own model (small U-Nets fit many times on one
+        # GPU; TensorFlow's memory growth is on, see model/loading.py). N > 0: Beam keeps N copies per
+        # machine, shared by all its SDK processes, for models too big to load once per process.
+        super().__init__(min_batch_size=1, max_batch_size=1, model_copies=model_copies or None)
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
         self._model_dir = model_dir

@@ -9,6 +9,7 @@ file that would run arbitrary code (a Lambda layer, a custom object) is refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -27,9 +28,15 @@ AGREEMENT_FLOOR = 0.995
 def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # Several SDK processes on one GPU worker each load their own model: without memory growth the
+    # first TensorFlow process would reserve the whole GPU and the others fail to allocate.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 
+@functools.lru_cache(maxsize=1)
 def has_gpu() -> bool:
+    """True when the Keras backend sees a GPU. Cached: every stage that records the precision
+    asks, and the answer cannot change within a process."""
     _quiet_tf()
     import keras
 

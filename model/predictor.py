@@ -9,6 +9,7 @@ the benchmark's bare loop and evaluation all use this class, so they predict the
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,9 @@ class Predictor:
         self.precision = loaded.precision
         self.model = loaded.model
         self._graphs: dict[tuple[str, str | None, float | None], Any] = {}
+        # One Predictor serves every thread of a worker process (Beam runs a DoFn's bundles on
+        # several threads and shares the loaded model between them): graphs are built under a lock.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, model_dir: str, precision: str = "auto", card: ModelCard | None = None) -> Predictor:
@@ -36,6 +40,14 @@ class Predictor:
         graph = self._graphs.get(key)
         if graph is not None:
             return graph
+        with self._lock:
+            graph = self._graphs.get(key)
+            if graph is None:
+                graph = self._build_graph(kind, dtype, divisor)
+                self._graphs[key] = graph
+        return graph
+
+    def _build_graph(self, kind: str, dtype: str | None, divisor: float | None) -> Any:
         import keras
 
         ops = keras.ops
@@ -53,7 +65,7 @@ class Predictor:
         else:
             result = ops.cast(ops.softmax(out, axis=-1) if self.card.output == "logits" else out, "float32")
         graph = keras.Model(inputs, result, name=f"{kind}_graph")
-        self._graphs[key] = graph
+        graph.make_predict_function()  # built here, under the lock, not lazily by the first caller
         return graph
 
     def _run(self, kind: str, patches: np.ndarray, batch_size: int, divisor: float | None) -> np.ndarray:

@@ -12,6 +12,7 @@ commands:
   run     segment rasters: tileseg run --input GLOB --output DIR [--model DIR] [--precision auto|float32|bfloat16|float16]
           [--batch_size N] [--stitch overlap|blend] [--bands 3,2,1] [any Beam option, e.g. --runner DataflowRunner]
   bench   measure throughput, memory and seam agreement: tileseg bench --size N [--model DIR]
+  bench-rerun  what a nightly rerun over done tiles costs: tileseg bench-rerun --tiles 2000
   demo    generate the bundled sample scene, segment it and write a preview
   train   train a model and export it with its card: tileseg train --dataset {dubai-aerial,camvid,membrane,folder}
           [--arch unet|fcn] [--out DIR] [--fold K|all] [--epochs N] [--max_minutes M] (tileseg train --help)
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.bench import main as bench_main
 
         return bench_main(rest)
+    if command == "bench-rerun":
+        from pipelines.bench_rerun import main as rerun_main
+
+        return rerun_main(rest)
     if command == "demo":
         from pipelines.demo import main as demo_main
 

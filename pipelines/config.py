@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import uuid
 from dataclasses import dataclass
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from common import fileio
 from common.safepath import UnsafePathError, check_segment
 from model.card import ModelCard, ModelCardError, load_card
-from model.loading import PRECISIONS, check_model, resolve_precision
+from model.loading import PRECISIONS, check_model
 from model.shipped import DEFAULT_MODEL
+from transforms.listing import list_inputs, normalise_pattern
 from transforms.masks import MASK_FORMAT_VERSION, OutputLayout
 from transforms.plan import PlanArgs
+from transforms.results import MaskSettings
 from transforms.tiles import MAX_TILE_PIXELS, parse_bands
 
 log = logging.getLogger(__name__)
 
-RASTER_EXTENSIONS = (".tif", ".tiff", ".gtiff", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".vrt")
+#: The folders a run writes under its output (see transforms/masks.py OutputLayout, manifest.py).
+OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,9 @@ class SegmentOptions(PipelineOptions):
         parser.add_argument("--max_tile_pixels", type=int, default=MAX_TILE_PIXELS,
                             help=f"a tile with more pixels fails at once (default {MAX_TILE_PIXELS:,})")
         parser.add_argument("--run_id", default=None, help="names this run's stats/failures files (default: time + random)")
+        parser.add_argument("--model_copies", type=int, default=0,
+                            help="0: each worker process loads the model (default); N: N copies per machine, "
+                                 "shared by its processes (for models too big to load once per process)")
 
 
 def _flag(text: str) -> bool:
@@ -100,60 +104,35 @@ class SegmentConfig:
     overwrite: bool
     max_tile_pixels: int
     run_id: str
-    uris: tuple[str, ...]
     root: str
+    #: Local inputs, as listed at launch (to refuse a pattern that matches nothing and to show
+    #: progress); empty for remote inputs, which the pipeline lists on a worker (transforms/listing.py).
+    uris: tuple[str, ...]
+    #: One process runs every step (the DirectRunner with one worker): tiles are taken smallest
+    #: first, each tile's blocks straight through; otherwise blocks are spread over workers.
+    in_process: bool = True
+    model_copies: int = 0
 
     @property
     def plan_args(self) -> PlanArgs:
         return PlanArgs(self.patch_size, self.halo, self.card.size_multiple, self.patches_per_block)
 
     @property
-    def settings(self) -> str:
-        """Everything that can change a byte of a mask: a tile is redone only when this or the file
-        changes. The whole card counts (classes, colours, normalisation, not just name@version);
-        patches per block only where it changes labels (blending inside a block); the writer's
-        version where the mask's layout or tags change."""
-        key = {
-            "model": self.card.model_id, "card": self.card.to_json(), "precision": self.precision,
-            "stitch": self.stitch, "bands": self.bands, "patch": self.patch_size, "halo": self.halo,
-            "patches_per_block": self.patches_per_block if self.stitch == "blend" else None,
-            "writer": MASK_FORMAT_VERSION,
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    def settings(self) -> MaskSettings:
+        """Everything that can change a byte of a mask: a tile is redone only when this (with the
+        precision used, see MaskSettings) or the file changes. The whole card counts (classes,
+        colours, normalisation, not just name@version); patches per block only where it changes
+        labels (blending inside a block); the writer's version where the mask's layout or tags change."""
+        return MaskSettings.of(
+            model=self.card.model_id, card=self.card.to_json(), stitch=self.stitch, bands=self.bands,
+            patch=self.patch_size, halo=self.halo,
+            patches_per_block=self.patches_per_block if self.stitch == "blend" else None,
+            writer=MASK_FORMAT_VERSION,
+        )
 
     @property
     def layout(self) -> OutputLayout:
         return OutputLayout(self.output.rstrip("/"), self.run_id)
-
-
-def list_inputs(pattern: str, output: str | None = None) -> tuple[list[str], str]:
-    """Input URIs and the root their tile ids are relative to.
-
-    A directory yields its rasters, leaving out hidden files and folders inside it (not the
-    folders above it: a snapshot under ``~/.cache`` is still listed). Local paths are normalised
-    (``./``, ``..``). Nothing under ``output`` is ever an input, so an output folder inside the
-    input folder does not get its own masks segmented again.
-    """
-    if not fileio.is_remote(pattern):
-        pattern = os.path.normpath(pattern[len("file://"):] if pattern.startswith("file://") else pattern)
-    fs, path = fileio.filesystem(pattern)
-    is_dir = not any(ch in path for ch in "*?[") and fs.isdir(path)
-    uris = fileio.match(pattern)
-    root = fileio.glob_root(pattern)
-    if is_dir:
-        uris = [u for u in uris if u.lower().endswith(RASTER_EXTENSIONS)
-                and not any(part.startswith(".") for part in _relative(u, root).split("/"))]
-    if output is not None:
-        out = output.rstrip("/") if fileio.is_remote(output) else os.path.abspath(output)
-        inside = [u for u in uris if u.startswith(out + "/")]
-        if inside:
-            log.warning("leaving out %d file(s) under the output folder %s", len(inside), out)
-            uris = [u for u in uris if not u.startswith(out + "/")]
-    return uris, root
-
-
-def _relative(uri: str, root: str) -> str:
-    return uri[len(root.rstrip("/")) + 1:] if uri.startswith(root.rstrip("/") + "/") else uri
 
 
 def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentConfig:
@@ -178,6 +157,8 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         raise ConfigError(f"--batch_size must be at least 1, not {o.batch_size}")
     if o.patches_per_block < 1:
         raise ConfigError(f"--patches_per_block must be at least 1, not {o.patches_per_block}")
+    if o.model_copies < 0:
+        raise ConfigError(f"--model_copies must be 0 (one model per process) or more, not {o.model_copies}")
     patch = o.patch_size or card.patch_size
     halo = card.halo if o.halo is None else o.halo
     if patch % card.size_multiple or patch < card.size_multiple:
@@ -191,27 +172,41 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
     if bands is not None and len(bands) != card.num_bands:
         raise ConfigError(f"--bands gives {len(bands)} bands; model {card.model_id} takes {card.num_bands} "
                           f"({', '.join(card.input_bands)})")
+    pattern = normalise_pattern(o.input)
+    output = o.output.rstrip("/") if fileio.is_remote(o.output) else os.path.abspath(o.output)
     try:
-        uris, root = list_inputs(o.input, o.output)
+        if fileio.is_remote(pattern):
+            # A bucket may hold 10^5 tiles: the job lists them on a worker; here only the root.
+            uris: list[str] = []
+            root = fileio.glob_root(pattern)
+            if not fileio.exists(root):
+                raise FileNotFoundError(root)
+        else:
+            uris, root = list_inputs(pattern, output)
     except Exception as exc:  # noqa: BLE001 - a listing error is a bad --input
         raise ConfigError(f"--input {o.input}: cannot list ({exc})") from None
-    if not uris:
+    if not uris and not fileio.is_remote(pattern):
         raise ConfigError(f"--input {o.input}: no files match; check the path or glob (quote it so the shell does not expand it)")
     try:
         check_model(o.model, card)  # before anything is written
     except ModelCardError as exc:
         raise ConfigError(f"--model: {exc}") from None
     try:
-        fileio.check_writable(o.output)
+        fileio.check_writable(output)
+        if not fileio.is_remote(output):
+            # A stats (or masks, ...) folder an earlier run left read-only, or a file of that name,
+            # would only fail at the end of the job: every tile done, no table written.
+            for sub in OUTPUT_FOLDERS:
+                if os.path.lexists(os.path.join(output, sub)):
+                    fileio.check_writable(os.path.join(output, sub))
     except OSError as exc:
         raise ConfigError(f"--output: {exc}") from None
-    precision = o.precision
-    if runner in (None, "DirectRunner", "direct") and precision == "auto":
-        precision = resolve_precision(precision, card)
+    direct = runner in (None, "DirectRunner", "direct")
+    in_process = direct and opts.view_as(DirectOptions).direct_num_workers == 1
     run_id = o.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     return SegmentConfig(
-        input=o.input, output=o.output, model_dir=o.model, card=card, precision=precision,
+        input=pattern, output=output, model_dir=o.model, card=card, precision=o.precision,
         batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,
         patches_per_block=o.patches_per_block, overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
-        uris=tuple(uris), root=root,
+        root=root, uris=tuple(uris), in_process=in_process, model_copies=o.model_copies,
     )

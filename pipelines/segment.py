@@ -29,43 +29,45 @@ from transforms.failures import now_utc
 from transforms.finish import FinishRun
 from transforms.infer import RunModel
 from transforms.leftovers import claim_staging, clean_leftovers, release_staging
-from transforms.masks import SkipDone, WriteMasks
-from transforms.plan import PlanBlocks
-from transforms.progress import PROGRESS
+from transforms.listing import ListInputs
+from transforms.masks import WriteMasks
+from transforms.plan import PlanBlocks, SmallestFirst
+from transforms.progress import ProgressMonitor
 from transforms.read import ReadBlocks
+from transforms.skip import SkipDone
 from transforms.stitch import StitchBlocks
-from transforms.tiles import DiscoverTiles, tile_ids
+from transforms.tiles import DiscoverTiles
 
 log = logging.getLogger(__name__)
 
 
 class SegmentTiles(beam.PTransform):
-    """(uri, tile_id) pairs → (stats rows, keyed failure records). Masks are written per tile."""
+    """InputFiles → (TileResults, keyed failure records). Masks are written tile by tile."""
 
     def __init__(self, config: SegmentConfig) -> None:
         super().__init__()
         self._c = config
 
-    def expand(self, uris: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    def expand(self, files: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         c = self._c
         coders.register()
         handler = SegmentationModelHandler(c.model_dir, c.card, c.precision, c.batch_size,
-                                           "labels" if c.stitch == "overlap" else "scores")
-        tiles = uris | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels)
+                                           "labels" if c.stitch == "overlap" else "scores", c.model_copies)
         if c.overwrite:
-            todo, reused = tiles.main, uris.pipeline | "NothingReused" >> beam.Create([])
+            todo, reused = files, files.pipeline | "NothingReused" >> beam.Create([])
         else:
-            todo, reused = tiles.main | "SkipDone" >> SkipDone(c.card, c.layout, c.settings)
-        plan = todo | "PlanBlocks" >> PlanBlocks(c.plan_args)
-        read = plan.blocks | "ReadBlocks" >> ReadBlocks()
+            todo, reused = files | "SkipDone" >> SkipDone(c.card, c.layout, c.settings, c.precision)
+        tiles = todo | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels)
+        ordered = tiles.main | "SmallestFirst" >> SmallestFirst() if c.in_process else tiles.main
+        plan = ordered | "PlanBlocks" >> PlanBlocks(c.plan_args, spread=not c.in_process)
+        read = plan.main | "ReadBlocks" >> ReadBlocks()
         inferred = read.main | "RunModel" >> RunModel(handler)
         stitched = inferred.main | "StitchBlocks" >> StitchBlocks(c.card)
         block_failures = (read.failed, inferred.failed, stitched.failed) | "FlattenBlockFailures" >> beam.Flatten()
-        masks = ((plan.planned, stitched.main, block_failures)
-                 | "WriteMasks" >> WriteMasks(c.card, c.layout, c.settings, c.precision))
+        masks = (stitched.main, block_failures) | "WriteMasks" >> WriteMasks(c.card, c.layout, c.settings, c.precision)
         failures = (tiles.failed, plan.failed, masks.failed) | "FlattenFailures" >> beam.Flatten()
-        stats = (masks.main, reused) | "FlattenStats" >> beam.Flatten()
-        return stats, failures
+        results = (masks.main, reused) | "FlattenResults" >> beam.Flatten()
+        return results, failures
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,12 @@ class RunSummary:
     submitted: bool = False
     pixels_segmented: int = 0
     wall_s: float | None = None
+    input: str = ""
 
     def line(self) -> str:
         if self.submitted:
-            return (f"run {self.run_id}: submitted {self.tiles_total} input file(s); the job writes masks to "
+            what = f"{self.tiles_total} input file(s)" if self.tiles_total else self.input
+            return (f"run {self.run_id}: submitted {what}; the job writes masks to "
                     f"{fileio.join(self.output, 'masks')} and its summary to "
                     f"{fileio.join(self.output, 'stats', self.run_id + '.json')} when it is done")
         text = (f"run {self.run_id}: {self.tiles_written} of {self.tiles_total} tiles segmented"
@@ -109,10 +113,10 @@ def read_summary(config: SegmentConfig) -> RunSummary:
 
 
 def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datetime | None = None) -> None:
-    ids = tile_ids(list(config.uris), config.root)
-    results = (p | "ListTiles" >> beam.Create([(u, ids[u]) for u in config.uris])
-               | "SegmentTiles" >> SegmentTiles(config))
-    _ = results | "FinishRun" >> FinishRun(config.layout, len(config.uris), started_at or now_utc())
+    files = p | "ListInputs" >> ListInputs(config.input, config.output)
+    results, failures = files | "SegmentTiles" >> SegmentTiles(config)
+    _ = ((results, failures, files)
+         | "FinishRun" >> FinishRun(config.card, config.layout, started_at or now_utc()))
 
 
 def waits_for_job(runner: str | None) -> bool:
@@ -136,10 +140,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     runner = options.view_as(StandardOptions).runner
     config = build_config(options, runner)
     local = test_pipeline is not None or waits_for_job(runner)
-    PROGRESS.reset(total_tiles=len(config.uris))
-    log.info("run %s: %d input file(s), model %s (%s), patch %d halo %d, %s stitching",
-             config.run_id, len(config.uris), config.card.model_id, config.precision,
-             config.patch_size, config.halo, config.stitch)
+    log.info("run %s: %s, model %s (precision %s), patch %d halo %d, %s stitching",
+             config.run_id, f"{len(config.uris)} input file(s)" if config.uris else config.input,
+             config.card.model_id, config.precision, config.patch_size, config.halo, config.stitch)
     fileio.makedirs(config.output)
     clean_leftovers(config.layout)
     claim_staging(config.layout, this_process=local)
@@ -147,16 +150,20 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         p = beam.Pipeline(options=options)
         build_pipeline(p, config, started)
         result = p.run()
-        job = getattr(result, "job_id", lambda: None)()
+        # A Flex Template launcher builds the job with --template_location: no job exists yet and
+        # job_id() would raise, so ask only when the result has one.
+        job = result.job_id() if getattr(result, "has_job", False) else None  # type: ignore[attr-defined]
         log.info("run %s submitted%s", config.run_id, f" as job {job}" if job else "")
-        return RunSummary(config.run_id, len(config.uris), 0, 0, 0, None, None, config.output, submitted=True)
+        return RunSummary(config.run_id, len(config.uris), 0, 0, 0, None, None, config.output, submitted=True,
+                          input=config.input)
     try:
-        if test_pipeline is not None:
-            build_pipeline(test_pipeline, config, started)
-            test_pipeline.run().wait_until_finish()
-        else:
-            with beam.Pipeline(options=options) as p:
-                build_pipeline(p, config, started)
+        with ProgressMonitor(config.layout, len(config.uris)):
+            if test_pipeline is not None:
+                build_pipeline(test_pipeline, config, started)
+                test_pipeline.run().wait_until_finish()
+            else:
+                with beam.Pipeline(options=options) as p:
+                    build_pipeline(p, config, started)
     finally:
         # The pipeline's last step removed the staging; this is for a job that failed before it.
         release_staging(config.layout)

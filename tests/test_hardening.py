@@ -24,9 +24,11 @@ from pipelines.config import ConfigError, build_config
 from pipelines.segment import run
 from tests.models import write_binning_model
 from tests.rasters import write_raster
-from transforms.masks import AssembleTileFn, OutputLayout, StageCoreFn, stage_core
-from transforms.plan import PlanArgs, PlannedTile
+from transforms.failures import BlockFailure, failure_record
+from transforms.masks import OutputLayout, StageCoreFn, StageFailureFn, stage_core
+from transforms.plan import PlanArgs
 from transforms.read import read_block
+from transforms.results import MaskSettings, TileResult
 from transforms.stitch import stitch_block
 from transforms.tiles import describe_tile
 
@@ -131,64 +133,96 @@ def test_stats_of_skipped_tiles_come_again_from_their_masks(tmp_path: Path, mode
 # --- every step safe to run twice ------------------------------------------------------------
 
 
-def _one_tile_element(tmp_path: Path, model_dir: str, run_id: str) -> tuple[OutputLayout, tuple[str, dict[str, list[object]]]]:
+def _tile_cores(tmp_path: Path, model_dir: str, run_id: str = "r1") -> tuple[StageCoreFn, OutputLayout, list[object]]:
+    """A 40x150 tile cut into 3 blocks, stitched with constant labels; the staging DoFn, set up."""
     card = load_card(model_dir)
-    path = write_raster(tmp_path / "tile.tif", np.full((3, 40, 50), 128, np.uint8), photometric="RGB")
+    path = write_raster(tmp_path / "tile.tif", np.full((3, 40, 150), 128, np.uint8), photometric="RGB")
     tile = describe_tile(path, str(tmp_path), card)
     layout = OutputLayout(str(tmp_path / "out"), run_id)
-    (block,) = PlanArgs(64, 8, 16, 4).blocks(tile)
-    ctx, patches = read_block(tile, block)
-    labels = np.full((len(patches.pixels), *block.patch_shape), 2, np.uint8)
-    core = stitch_block(ctx, labels, card)
-    staged = stage_core(core, layout)
-    return layout, (tile.tile_id, {"tile": [PlannedTile(tile, 1)], "staged": [staged], "failed": []})
+    cores = []
+    for block in PlanArgs(64, 8, 16, 1).blocks(tile):
+        ctx, patches = read_block(tile, block)
+        cores.append(stitch_block(ctx, np.full((len(patches.pixels), *block.patch_shape), 2, np.uint8), card))
+    fn = StageCoreFn(card, layout, MaskSettings.of(test=1), "float32")
+    fn.setup()
+    return fn, layout, cores
 
 
-def test_assembling_a_tile_twice_is_a_no_op_the_second_time(tmp_path: Path, model_dir: str) -> None:
-    card = load_card(model_dir)
-    layout, element = _one_tile_element(tmp_path, model_dir, "r1")
-    fn = AssembleTileFn(card, layout, "settings", "float32")
-    first = list(fn.process(element))
+def test_the_last_block_publishes_the_tile_and_a_retry_sends_the_same_result(tmp_path: Path, model_dir: str) -> None:
+    fn, layout, cores = _tile_cores(tmp_path, model_dir)
+    assert len(cores) == 3
+    assert list(fn.process(cores[0])) == [] and list(fn.process(cores[1])) == []  # not complete yet
+    (first,) = list(fn.process(cores[2]))
+    assert isinstance(first, TileResult) and first.counts[2] == 40 * 150 and sum(first.counts) == 40 * 150
     mask = Path(layout.mask_uri("tile"))
     stamp = (mask.stat().st_mtime_ns, mask.read_bytes())
-    second = list(fn.process(element))  # a retried bundle: the staged cores are gone by now
-    assert all(isinstance(r, dict) for r in first + second) and len(first) == K
-    assert [(r["pixel_count"], r["reused"]) for r in second] == [(r["pixel_count"], False) for r in first]
-    assert first[2]["pixel_count"] == 40 * 50
+    assert first.mask_bytes == len(stamp[1])
+    # Retried bundles: any block of the published tile arrives again.
+    for core in cores:
+        assert list(fn.process(core)) == [first]
     assert (mask.stat().st_mtime_ns, mask.read_bytes()) == stamp, "not written again"
+    assert sorted(os.listdir(layout.staging_dir("tile"))) == ["result.json"], "cores removed after publish"
 
 
-def test_a_failure_after_publish_is_recovered_by_the_retry(tmp_path: Path, model_dir: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_after_publish_is_not_a_false_failure(tmp_path: Path, model_dir: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import transforms.masks as masks
 
-    card = load_card(model_dir)
-    layout, element = _one_tile_element(tmp_path, model_dir, "r1")
-    fn = AssembleTileFn(card, layout, "settings", "float32")
+    fn, layout, cores = _tile_cores(tmp_path, model_dir)
 
-    def fail_after_publish(*_: object) -> None:
+    def lost(*_: object) -> None:
         raise RuntimeError("worker lost after publish")
 
-    monkeypatch.setattr(masks.PROGRESS, "tile_done", fail_after_publish)
-    (failed,) = list(fn.process(element))
+    monkeypatch.setattr(masks, "_remove_cores", lost)
+    outs = [o for core in cores for o in fn.process(core)]
+    assert len(outs) == 1 and isinstance(outs[0], TileResult), outs
     assert os.path.exists(layout.mask_uri("tile"))
     monkeypatch.undo()
-    retried = list(fn.process(element))
-    assert len(retried) == K and all(isinstance(r, dict) for r in retried)
-    assert retried[2]["pixel_count"] == 40 * 50
+    assert list(fn.process(cores[0])) == outs
+
+
+def test_a_tile_with_a_failed_block_gets_one_failure_and_no_mask(tmp_path: Path, model_dir: str) -> None:
+    fn, layout, cores = _tile_cores(tmp_path, model_dir)
+    card = load_card(model_dir)
+    failing = StageFailureFn(card, layout, MaskSettings.of(test=1), "float32")
+    failing.setup()
+    bad = cores[1]
+    record = failure_record(bad.tile.uri, bad.tile.tile_id, "read", OSError("short read"))
+    outs = [*fn.process(cores[0]), *failing.process(BlockFailure(bad.tile, bad.block, record)), *fn.process(cores[2])]
+    assert len(outs) == 1 and outs[0].tag == "failed"
+    tile_id, row = outs[0].value
+    assert tile_id == "tile" and row["stage"] == "read" and "short read" in row["message"]
+    assert not os.path.exists(layout.mask_uri("tile"))
+    assert list(fn.process(cores[0]))[0].value == (tile_id, row), "a retry repeats the failure"
+
+
+def test_two_workers_finishing_one_tile_at_once_both_report_it_done(tmp_path: Path, model_dir: str) -> None:
+    import threading
+
+    fn, layout, cores = _tile_cores(tmp_path, model_dir)
+    outs: list[object] = []
+    list(fn.process(cores[0]))
+    barrier = threading.Barrier(2)
+
+    def stage(core: object) -> None:
+        barrier.wait()
+        outs.extend(fn.process(core))
+
+    threads = [threading.Thread(target=stage, args=(c,)) for c in cores[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outs and all(isinstance(o, TileResult) for o in outs), outs
+    with rasterio.open(layout.mask_uri("tile")) as m:
+        assert (m.read(1) == 2).all()
 
 
 def test_staging_a_core_twice_gives_the_same_file(tmp_path: Path, model_dir: str) -> None:
-    card = load_card(model_dir)
-    path = write_raster(tmp_path / "tile.tif", np.full((3, 40, 50), 10, np.uint8), photometric="RGB")
-    tile = describe_tile(path, str(tmp_path), card)
-    layout = OutputLayout(str(tmp_path / "out"), "r1")
-    (block,) = PlanArgs(64, 8, 16, 4).blocks(tile)
-    ctx, patches = read_block(tile, block)
-    core = stitch_block(ctx, np.zeros((len(patches.pixels), *block.patch_shape), np.uint8), card)
-    fn = StageCoreFn(layout)
-    a, b = list(fn.process(core)), list(fn.process(core))
-    assert a == b and len(a) == 1
+    _, layout, cores = _tile_cores(tmp_path, model_dir)
+    a = stage_core(cores[0], layout)
+    before = Path(a).read_bytes()
+    assert stage_core(cores[0], layout) == a and Path(a).read_bytes() == before
     assert len(os.listdir(layout.staging_dir("tile"))) == 1
 
 
@@ -219,7 +253,8 @@ def _settings(model_dir: str, inp: Path, out: Path, *extra: str) -> str:
     # An explicit precision: "auto" resolves by this CPU; a later --precision in ``extra`` wins.
     argv = ["--input", str(inp), "--output", str(out), "--model", model_dir, "--run_id", "r", "--precision", "float32",
             *extra]
-    return build_config(PipelineOptions(argv), "DirectRunner").settings
+    config = build_config(PipelineOptions(argv), "DirectRunner")
+    return config.settings.key(config.precision)
 
 
 def test_every_option_that_changes_a_mask_changes_the_skip_key(tmp_path: Path, model_dir: str) -> None:
@@ -372,25 +407,56 @@ def test_the_pipeline_writes_its_summary_and_removes_its_staging(tmp_path: Path,
     assert not (out / "_staging").exists()
 
 
-def test_finishing_twice_gives_the_same_tables(tmp_path: Path) -> None:
+def _result(tile_id: str, processed: int, reused: bool = False) -> TileResult:
+    import datetime as dt
+
+    return TileResult(tile_id, f"/in/{tile_id}.tif", "fp", "key", f"/out/masks/{tile_id}.tif", "float32", 4, None,
+                      None, (4, 0, 0, 0, 0), None, "r1", dt.datetime(2026, 1, 1, processed, tzinfo=dt.UTC),
+                      reused=reused, mask_bytes=100)
+
+
+def test_finishing_twice_gives_the_same_tables(tmp_path: Path, model_dir: str) -> None:
     import datetime as dt
 
     from transforms.finish import finish_run
+    from transforms.tiles import InputFile
 
+    card = load_card(model_dir)
     layout = OutputLayout(str(tmp_path / "out"), "r1")
     (tmp_path / "out" / "_staging" / "r1" / "t").mkdir(parents=True)
-    rows = [{"tile_id": "t", "source_uri": "s", "mask_uri": "m", "model_id": "x@1", "precision": "float32",
-             "class_index": 0, "class_name": "c", "pixel_count": 4, "valid_pixel_count": 4, "total_pixel_count": 4,
-             "fraction": 1.0, "area_m2": None, "crs": None, "pixel_size_m": None,
-             "processed_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "reused": False}]
+    results = [_result("t", 1)]
+    listed = [InputFile("/in/t.tif", "t", "fp")]
     started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    first = finish_run(rows, [], layout, 1, started)
+    first = finish_run(results, [], listed, card, layout, started)
     table = pq.read_table(layout.stats_uri()).to_pylist()
-    second = finish_run(rows, [], layout, 1, started)
+    second = finish_run(results, [], listed, card, layout, started)
     assert pq.read_table(layout.stats_uri()).to_pylist() == table
+    assert [r["pixel_count"] for r in table] == [4, 0, 0, 0, 0]
     assert {k: v for k, v in first.items() if k not in ("finished_at", "wall_s")} == \
         {k: v for k, v in second.items() if k not in ("finished_at", "wall_s")}
     assert first["failures_uri"] is None and not (tmp_path / "out" / "_staging" / "r1").exists()
+
+
+def test_the_books_keep_one_outcome_per_input(tmp_path: Path) -> None:
+    """Duplicates from retries or racing finishers count once; a failure of a tile whose mask was
+    published is dropped; a listed input with no outcome at all gets a failure row."""
+    import datetime as dt
+
+    from transforms.finish import one_per_tile
+    from transforms.tiles import InputFile
+
+    layout = OutputLayout(str(tmp_path / "out"), "r1")
+    staged = tmp_path / "out" / "_staging" / "r1" / "lost"
+    staged.mkdir(parents=True)
+    (staged / "0_0.npz").write_bytes(b"x")
+    failure = {"uri": "/in/a.tif", "tile_id": "a", "stage": "write", "error_type": "E", "message": "m",
+               "failed_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
+    listed = [InputFile(f"/in/{t}.tif", t, "fp") for t in ("a", "b", "lost")]
+    kept, failed = one_per_tile([_result("a", 1), _result("a", 3), _result("a", 2, reused=True), _result("b", 1)],
+                                [("a", failure)], listed, layout)
+    assert [(r.tile_id, r.processed_at.hour) for r in kept] == [("a", 3), ("b", 1)]
+    (lost,) = failed
+    assert lost["tile_id"] == "lost" and "only 1 of its blocks arrived" in lost["message"]
 
 
 def test_a_submitted_job_keeps_its_staging_until_it_is_old(tmp_path: Path) -> None:
@@ -403,3 +469,83 @@ def test_a_submitted_job_keeps_its_staging_until_it_is_old(tmp_path: Path) -> No
     claim_staging(submitted, this_process=False)  # the launcher exits; the job goes on
     assert clean_leftovers(OutputLayout(str(tmp_path / "out"), "later")) == []
     assert (tmp_path / "out" / "_staging" / "cloud").exists()
+
+
+# --- tiles finish independently ----------------------------------------------------------------
+
+
+def test_a_small_tile_is_written_before_a_big_one_is_read(tmp_path: Path, model_dir: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No step waits for all tiles: in one process tiles go smallest first, each straight through,
+    so a small tile is published before a big one (listed first) is more than begun."""
+    import transforms.masks as masks
+    import transforms.read as read
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    rng = np.random.default_rng(1)
+    write_raster(inp / "a_big.tif", rng.integers(0, 256, (3, 300, 400), dtype=np.uint8), photometric="RGB")
+    write_raster(inp / "z_small.tif", rng.integers(0, 256, (3, 40, 50), dtype=np.uint8), photometric="RGB")
+    events: list[tuple[str, str]] = []
+    real_read, real_write = read.read_block, masks.write_mask_cog
+
+    def reading(tile: object, block: object) -> object:
+        events.append(("read", tile.tile_id))  # type: ignore[attr-defined]
+        return real_read(tile, block)  # type: ignore[arg-type]
+
+    def writing(tile: object, *args: object) -> None:
+        events.append(("write", tile.tile_id))  # type: ignore[attr-defined]
+        real_write(tile, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(read, "read_block", reading)
+    monkeypatch.setattr(masks, "write_mask_cog", writing)
+    summary = run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", model_dir,
+                   "--patches_per_block", "1"])
+    assert (summary.tiles_written, summary.failures) == (2, 0)
+    assert events.count(("read", "a_big")) > 10
+    # Reads run one block ahead of the model (prefetch), so the big tile's first block or two
+    # may already be in flight; none of the rest waits for the small tile, nor it for them.
+    before = events[: events.index(("write", "z_small"))]
+    assert before.count(("read", "a_big")) <= 2, before
+    assert events[-1] == ("write", "a_big")
+
+
+def test_precision_auto_is_recorded_as_the_precision_used(tmp_path: Path, model_dir: str) -> None:
+    """'auto' is resolved where the model runs; masks, stats and the skip key name the result, so
+    a run asking for that precision by name recognises the masks (and the other way round)."""
+    from model.loading import resolve_precision
+
+    used = resolve_precision("auto", load_card(model_dir))
+    inp = _inputs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    first = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--precision", "auto"])
+    assert first.tiles_written == 2
+    assert {r["precision"] for r in pq.read_table(first.stats_uri).to_pylist()} == {used}
+    with rasterio.open(out / "masks" / "t0.tif") as m:
+        assert m.tags()["TILESEG_PRECISION"] == used
+    assert json.loads((out / "stats" / f"{first.run_id}.json").read_text())["precision"] == [used]
+    named = run(["--input", str(inp), "--output", str(out), "--model", model_dir, "--precision", used])
+    assert (named.tiles_written, named.tiles_skipped) == (0, 2)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_stats_folder_is_a_bad_option(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    (out / "stats").mkdir(parents=True)
+    (out / "stats").chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="stats is not writable"):
+            run(["--input", str(inp), "--output", str(out), "--model", model_dir])
+    finally:
+        (out / "stats").chmod(0o700)
+    assert not (out / "masks").exists(), "nothing segmented"
+
+
+def test_a_file_where_a_run_folder_goes_is_a_bad_option(tmp_path: Path, model_dir: str) -> None:
+    inp = _inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "failures").write_text("not a folder")
+    with pytest.raises(ConfigError, match="failures is not writable"):
+        run(["--input", str(inp), "--output", str(out), "--model", model_dir])

@@ -91,7 +91,8 @@ def test_no_masks_or_temporary_files_left_for_failed_tiles(mixed_run: dict[str, 
     assert sorted(masks) == sorted([f"masks/real/{Path(n).stem}.tif" for n in REAL] + ["masks/other/RGB.byte.tif"])
     others = [f for f in files if not f.startswith("masks/")]
     run_id = mixed_run["summary"].run_id  # type: ignore[attr-defined]
-    assert sorted(others) == [f"failures/{run_id}.parquet", f"stats/{run_id}.json", f"stats/{run_id}.parquet"]
+    assert sorted(others) == [f"failures/{run_id}.parquet", "manifest/done.parquet", f"stats/{run_id}.json",
+                              f"stats/{run_id}.parquet"]
     assert not (out / "_staging").exists()
     tmp_after = {p for p in os.listdir("/tmp") if p.startswith("tileseg-")}
     assert tmp_after <= mixed_run["tmp_before"]  # type: ignore[operator]

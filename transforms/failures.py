@@ -1,8 +1,9 @@
 """Failures: every stage's bad element becomes a record keyed by its tile, never a crash.
 
-Each stage's PTransform returns its main output and a ``failed`` PCollection of
-``(tile_id, record)`` pairs; the keys let WriteMasks refuse a tile any of whose blocks failed,
-and the run's failures table takes the records. The ``FAILED`` tag, the record and the guard that
+Each stage's PTransform returns its main output and a ``failed`` PCollection: ``(tile_id,
+record)`` pairs for whole tiles, and ``BlockFailure``s for the block stages (read, inference,
+stitch), which carry their tile and block so that WriteMasks counts them towards the tile's
+blocks and refuses the tile; the run's failures table takes the records. The ``FAILED`` tag, the record and the guard that
 turns an exception into one live here, so stages do not repeat them.
 """
 
@@ -11,9 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+
+from common.plan import BlockSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,32 +59,45 @@ def keyed_failure(uri: str, tile_id: str, stage: str, exc: BaseException) -> bea
     return beam.pvalue.TaggedOutput(FAILED, (tile_id, failure_record(uri, tile_id, stage, exc)))
 
 
-class GuardFn(beam.DoFn):
-    """Run ``fn`` on each element; an exception becomes a keyed failure of the element's tile.
+@dataclass(frozen=True)
+class BlockFailure:
+    """A block that failed, with its tile (a TileSpec) and block, and the failure record."""
 
-    ``fn`` is a plain function (element → iterable of outputs); ``tile_of`` finds the element's
-    TileSpec (anything with ``uri`` and ``tile_id``) for the record.
+    tile: Any
+    block: BlockSpec
+    record: dict[str, Any]
+
+
+def block_failure(tile: Any, block: BlockSpec, stage: str, exc: BaseException) -> beam.pvalue.TaggedOutput:
+    """The ``failed`` output of a block stage for one block of ``tile``."""
+    return beam.pvalue.TaggedOutput(FAILED, BlockFailure(tile, block, failure_record(tile.uri, tile.tile_id, stage, exc)))
+
+
+class GuardFn(beam.DoFn):
+    """Run ``fn`` on each element; an exception becomes the failure output ``on_error`` makes.
+
+    ``fn`` is a plain function (element → iterable of outputs); ``on_error(element, stage, exc)``
+    returns the tagged failure (keyed_failure or block_failure) for the element.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], tile_of: Callable[[Any], Any], stage: str) -> None:
+    def __init__(self, fn: Callable[[Any], Any], on_error: Callable[[Any, str, BaseException], Any], stage: str) -> None:
         self._fn = fn
-        self._tile_of = tile_of
+        self._on_error = on_error
         self._stage = stage
 
     def process(self, element: Any) -> Iterator[Any]:
         try:
             outputs = list(self._fn(element))
         except Exception as exc:  # noqa: BLE001 - one element's failure must not stop the others
-            tile = self._tile_of(element)
-            yield keyed_failure(tile.uri, tile.tile_id, self._stage, exc)
+            yield self._on_error(element, self._stage, exc)
             return
         yield from outputs
 
 
-def guarded(label: str, fn: Callable[[Any], Any], tile_of: Callable[[Any], Any], stage: str,
+def guarded(label: str, fn: Callable[[Any], Any], on_error: Callable[[Any, str, BaseException], Any], stage: str,
             output_type: Any = None) -> beam.PTransform:
     """``label >> ParDo(GuardFn(...))`` with a ``failed`` output; ``output_type`` types the main one."""
-    pardo = beam.ParDo(GuardFn(fn, tile_of, stage))
+    pardo = beam.ParDo(GuardFn(fn, on_error, stage))
     if output_type is not None:
         pardo = pardo.with_output_types(output_type)
     return label >> pardo.with_outputs(FAILED, main="main")

@@ -1,10 +1,14 @@
-"""FinishRun: the pipeline's last step, on every runner: the run's stats and failures tables,
-its summary (``stats/<run_id>.json``) and the removal of its staging.
+"""FinishRun: the pipeline's last step, on every runner: the run's stats and failures tables, the
+manifest of done tiles, its summary (``stats/<run_id>.json``) and the removal of its staging.
 
 It is a step of the pipeline, not code after ``run()``, because a Dataflow (Flex Template)
 launcher submits the job and exits: nothing after the submit may count on the job being done.
 Every input of the step is a whole collected table, so it runs once all tiles are finished, and
 it is safe to run twice (it rewrites the same files and removes what is already gone).
+
+It also keeps the run's books: one result per tile (a retried bundle or two workers finishing a
+tile at once may send two), no failure row for a tile whose mask was published, and a failure row
+for every listed input that ended with neither, so each input ends as a mask or a failure row.
 """
 
 from __future__ import annotations
@@ -17,29 +21,64 @@ from typing import Any
 import apache_beam as beam
 
 from common import fileio
+from model.card import ModelCard
 from transforms.failures import now_utc
 from transforms.leftovers import release_staging
-from transforms.masks import OutputLayout
+from transforms.manifest import write_manifest
+from transforms.masks import CORE_SUFFIX, FAIL_SUFFIX, OutputLayout
 from transforms.records import FAILURE_SCHEMA, STATS_SCHEMA, write_table
+from transforms.results import TileResult
+from transforms.tiles import InputFile
 
 log = logging.getLogger(__name__)
 
 
-def run_summary(stats: list[dict[str, Any]], failures: list[dict[str, Any]], layout: OutputLayout, tiles_total: int,
+def one_per_tile(results: list[TileResult], failures: list[tuple[str, dict[str, Any]]],
+                 listed: list[InputFile], layout: OutputLayout) -> tuple[list[TileResult], list[dict[str, Any]]]:
+    """The run's books: one result per tile (the latest), failures only for tiles without a mask
+    (the first per tile), and a failure for each listed input that has neither."""
+    by_tile: dict[str, TileResult] = {}
+    for r in results:
+        seen = by_tile.get(r.tile_id)
+        if seen is None or (not seen.reused, seen.processed_at) < (not r.reused, r.processed_at):
+            by_tile[r.tile_id] = r
+    failed: dict[str, dict[str, Any]] = {}
+    for tile_id, record in sorted(failures, key=lambda kv: (kv[0], kv[1]["failed_at"])):
+        if tile_id not in by_tile:
+            failed.setdefault(tile_id, record)
+    for item in listed:
+        if item.tile_id not in by_tile and item.tile_id not in failed:
+            failed[item.tile_id] = _lost(item, layout)
+    return [by_tile[k] for k in sorted(by_tile)], [failed[k] for k in sorted(failed)]
+
+
+def _lost(item: InputFile, layout: OutputLayout) -> dict[str, Any]:
+    """The failure row of an input that ended with neither a mask nor a failure (a block lost)."""
+    try:
+        names = fileio.listdir(layout.staging_dir(item.tile_id))
+    except (FileNotFoundError, ValueError):
+        names = []
+    staged = sum(1 for n in names if n.endswith((CORE_SUFFIX, FAIL_SUFFIX)))
+    message = (f"{item.uri}: no mask was made; only {staged} of its blocks arrived at the mask writer. "
+               "Rerun to retry this tile")
+    log.warning(message)
+    return {"uri": item.uri, "tile_id": item.tile_id, "stage": "write", "error_type": "IncompleteTile",
+            "message": message, "failed_at": now_utc()}
+
+
+def run_summary(results: list[TileResult], failures: list[dict[str, Any]], layout: OutputLayout, tiles_total: int,
                 started_at: dt.datetime, finished_at: dt.datetime, stats_uri: str | None,
                 failures_uri: str | None) -> dict[str, Any]:
     """The run's summary: tiles segmented, skipped as up to date and failed, pixels, timings."""
-    tiles: dict[str, dict[str, Any]] = {}
-    for row in stats:
-        tiles.setdefault(str(row["tile_id"]), row)
-    written = [r for r in tiles.values() if not r.get("reused")]
+    written = [r for r in results if not r.reused]
     return {
         "run_id": layout.run_id,
         "tiles_total": tiles_total,
         "tiles_written": len(written),
-        "tiles_skipped": len(tiles) - len(written),
-        "tiles_failed": len({str(r["tile_id"]) for r in failures}),
-        "pixels_segmented": int(sum(int(r["total_pixel_count"]) for r in written)),
+        "tiles_skipped": len(results) - len(written),
+        "tiles_failed": len(failures),
+        "pixels_segmented": int(sum(r.pixels for r in written)),
+        "precision": sorted({r.precision for r in written}),
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "wall_s": round((finished_at - started_at).total_seconds(), 3),
@@ -49,12 +88,16 @@ def run_summary(stats: list[dict[str, Any]], failures: list[dict[str, Any]], lay
     }
 
 
-def finish_run(stats: list[dict[str, Any]], failures: list[dict[str, Any]], layout: OutputLayout,
-               tiles_total: int, started_at: dt.datetime) -> dict[str, Any]:
-    """Write both tables and the summary, then remove the run's staging; returns the summary."""
-    stats_uri = write_table(stats, STATS_SCHEMA, layout.stats_uri(), layout.run_id)
-    failures_uri = write_table(failures, FAILURE_SCHEMA, layout.failures_uri(), layout.run_id)
-    summary = run_summary(stats, failures, layout, tiles_total, started_at, now_utc(), stats_uri, failures_uri)
+def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, Any]]], listed: list[InputFile],
+               card: ModelCard, layout: OutputLayout, started_at: dt.datetime) -> dict[str, Any]:
+    """Write both tables, the manifest and the summary, then remove the run's staging."""
+    kept, failed = one_per_tile(results, failures, listed, layout)
+    rows = [row for r in kept for row in r.stats_rows(card)]
+    stats_uri = write_table(rows, STATS_SCHEMA, layout.stats_uri(), layout.run_id)
+    failures_uri = write_table(failed, FAILURE_SCHEMA, layout.failures_uri(), layout.run_id)
+    if kept:
+        write_manifest(layout.root, kept)
+    summary = run_summary(kept, failed, layout, len(listed), started_at, now_utc(), stats_uri, failures_uri)
     with fileio.open_file(layout.summary_uri(), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
@@ -65,17 +108,20 @@ def finish_run(stats: list[dict[str, Any]], failures: list[dict[str, Any]], layo
 
 
 class FinishRun(beam.PTransform):
-    """(stats rows, keyed failures) → the run summary (one element), tables and summary written."""
+    """(TileResults, keyed failures, listed InputFiles) → the run summary (one element), with the
+    tables, manifest and summary written."""
 
-    def __init__(self, layout: OutputLayout, tiles_total: int, started_at: dt.datetime) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, started_at: dt.datetime) -> None:
         super().__init__()
+        self._card = card
         self._layout = layout
-        self._tiles_total = tiles_total
         self._started_at = started_at
 
-    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        stats, failures = pcolls
-        collected = failures | "DropTileKeys" >> beam.Values() | "CollectFailures" >> beam.combiners.ToList()
-        return (stats | "CollectStats" >> beam.combiners.ToList()
-                | "Finish" >> beam.Map(finish_run, beam.pvalue.AsSingleton(collected), layout=self._layout,
-                                       tiles_total=self._tiles_total, started_at=self._started_at))
+    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        results, failures, listed = pcolls
+        failures_list = failures | "CollectFailures" >> beam.combiners.ToList()
+        listed_list = listed | "CollectListed" >> beam.combiners.ToList()
+        return (results | "CollectResults" >> beam.combiners.ToList()
+                | "Finish" >> beam.Map(finish_run, beam.pvalue.AsSingleton(failures_list),
+                                       beam.pvalue.AsSingleton(listed_list), card=self._card, layout=self._layout,
+                                       started_at=self._started_at))

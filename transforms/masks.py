@@ -1,26 +1,33 @@
-"""WriteMasks: stage block cores, then assemble each tile's mask as a Cloud-Optimised GeoTIFF.
+"""WriteMasks: stage block cores; the block that completes a tile assembles and publishes its mask.
 
-Also SkipDone, which drops tiles whose published mask is already up to date.
+Each block core is staged as a small ``.npz`` (labels, per-class counts and areas) under
+``OUT/_staging/<run_id>/<tile_id>/`` as soon as it is stitched; a block that failed stages a
+``.fail.json`` record instead. Whoever stages a tile's last block (it lists the tile's staging
+folder after writing its own file, and finds every block there) finishes the tile: it writes the
+cores into a local tiled GeoTIFF window by window, converts it with GDAL's COG driver (internal
+overviews by mode) and publishes it under ``masks/<tile_id>.tif`` in one step, or, if any block
+failed, records the tile's failure. There is no grouping step: a tile is done as soon as its own
+blocks are, whatever the other tiles are doing, so one huge tile never holds a small one back
+and a killed run keeps every tile it finished.
 
-Each block core is staged as a small ``.npy`` under ``DIR/_staging/<run_id>/<tile_id>/`` as
-soon as it is stitched, so only file names and counts cross the shuffle and no stage (nor the
-DirectRunner's in-memory shuffle) holds a whole tile's labels. Once every block of a tile is in,
-the assembler writes the cores into a local tiled GeoTIFF window by window, converts it with
-GDAL's COG driver (internal overviews by mode), and publishes it under ``masks/<tile_id>.tif``
-in one step. A tile with any failed or missing block gets no mask at all, and its staging is
-removed.
+Safe to run twice (Dataflow retries bundles), and safe when two workers finish the same tile at
+once: the finisher leaves ``result.json`` (or ``failed.json``) in the tile's staging folder after
+publishing, and any later arrival for that tile (a retried block) sends that same result again
+instead of a false failure; the run's last step keeps one result per tile and removes the staging.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
 import logging
-import time
-from collections.abc import Iterable, Iterator
+import os
+import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -28,22 +35,24 @@ import numpy as np
 from common import fileio
 from common.plan import BlockSpec
 from common.safepath import check_relative, check_segment
+from common.windows import Window
 from model.card import ModelCard
-from transforms.failures import FAILED, StageOutput, failure_record, keyed_failure, now_utc
-from transforms.plan import PlannedTile
-from transforms.progress import PROGRESS
+from model.loading import resolve_precision
+from transforms.failures import FAILED, BlockFailure, StageOutput, failure_record, now_utc
+from transforms.results import TAG_FINGERPRINT, TAG_RESULT, TAG_SETTINGS, MaskSettings, TileResult
 from transforms.stitch import BlockCore
 from transforms.tiles import TileSpec
 
 log = logging.getLogger(__name__)
 
 MASK_BLOCK = 512
-TAG_FINGERPRINT = "TILESEG_FINGERPRINT"
-TAG_SETTINGS = "TILESEG_SETTINGS"
-TAG_STATS = "TILESEG_STATS"  # TileTotals as JSON
 #: Bump when the mask's bytes change for the same labels (layout, codec, tags): older masks are redone.
-MASK_FORMAT_VERSION = 2  # 2: statistics stored in the tags
-REUSED = "reused"  # SkipDone's output of stats rows for tiles it skipped
+MASK_FORMAT_VERSION = 3  # 2: statistics stored in the tags; 3: the whole TileResult stored
+# Names in a tile's staging folder.
+CORE_SUFFIX = ".npz"
+FAIL_SUFFIX = ".fail.json"
+RESULT_NAME = "result.json"
+FAILED_NAME = "failed.json"
 
 
 class MaskWriteError(IOError):
@@ -51,19 +60,8 @@ class MaskWriteError(IOError):
 
 
 @dataclass(frozen=True)
-class StagedBlock:
-    """A stitched block core on disk, with its per-class counts and areas."""
-
-    tile_id: str
-    block: BlockSpec
-    uri: str
-    counts: tuple[int, ...]
-    areas: tuple[float, ...] | None
-
-
-@dataclass(frozen=True)
 class OutputLayout:
-    """Where a run writes: masks, stats, failures and staging under one output root."""
+    """Where a run writes: masks, stats, failures, the manifest and staging under one root."""
 
     root: str
     run_id: str
@@ -73,6 +71,9 @@ class OutputLayout:
 
     def mask_uri(self, tile_id: str) -> str:
         return fileio.join(self.root, "masks", f"{check_relative(tile_id, 'tile id')}.tif")
+
+    def masks_dir(self) -> str:
+        return fileio.join(self.root, "masks")
 
     def staging_parent(self) -> str:
         return fileio.join(self.root, "_staging")
@@ -93,42 +94,76 @@ class OutputLayout:
         return fileio.join(self.root, "stats", f"{self.run_id}.json")
 
 
-def stage_core(core: BlockCore, layout: OutputLayout) -> StagedBlock:
-    uri = fileio.join(layout.staging_dir(core.tile.tile_id), f"{core.block.index[0]}_{core.block.index[1]}.npy")
+def _block_name(block: BlockSpec) -> str:
+    return f"{block.index[0]}_{block.index[1]}"
+
+
+def stage_core(core: BlockCore, layout: OutputLayout) -> str:
+    """Write a block core (labels, counts, areas) to the tile's staging folder; returns its URI.
+    Staging the same block twice writes the same bytes (np.savez stores no time)."""
+    folder = layout.staging_dir(core.tile.tile_id)
+    uri = fileio.join(folder, _block_name(core.block) + CORE_SUFFIX)
+    w = core.block.core
+    arrays: dict[str, np.ndarray] = {"labels": core.labels, "counts": np.asarray(core.counts, np.int64),
+                                     "core": np.array([w.row, w.col, w.height, w.width], np.int64)}
+    if core.areas is not None:
+        arrays["areas"] = np.asarray(core.areas, np.float64)
     buf = io.BytesIO()
-    np.save(buf, core.labels, allow_pickle=False)
-    fileio.makedirs(layout.staging_dir(core.tile.tile_id))
+    np.savez(buf, allow_pickle=False, **arrays)
+    fileio.makedirs(folder)
     with fileio.open_file(uri, "wb") as f:
         f.write(buf.getvalue())
-    return StagedBlock(
-        tile_id=core.tile.tile_id,
-        block=core.block,
-        uri=uri,
-        counts=tuple(int(c) for c in core.counts),
-        areas=None if core.areas is None else tuple(float(a) for a in core.areas),
-    )
+    return uri
 
 
-def load_core(uri: str) -> np.ndarray:
+def stage_failure(failure: BlockFailure, layout: OutputLayout) -> None:
+    folder = layout.staging_dir(failure.tile.tile_id)
+    fileio.makedirs(folder)
+    with fileio.open_file(fileio.join(folder, _block_name(failure.block) + FAIL_SUFFIX), "w") as f:
+        json.dump({**failure.record, "failed_at": failure.record["failed_at"].isoformat()}, f)
+
+
+def load_core(uri: str) -> tuple[Window, np.ndarray]:
+    """(core window in tile pixels, labels) of a staged core."""
     with fileio.open_file(uri, "rb") as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+        data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        row, col, height, width = (int(v) for v in data["core"])
+        return Window(row, col, height, width), data["labels"]
 
 
-def mask_tags(card: ModelCard, tile: TileSpec, settings: str, precision: str, totals: TileTotals) -> dict[str, str]:
+def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
     return {
         "TILESEG_MODEL_ID": card.model_id,
         "TILESEG_CLASSES": json.dumps([c.name for c in card.classes]),
-        "TILESEG_SOURCE": tile.uri,
-        "TILESEG_PRECISION": precision,
-        TAG_FINGERPRINT: tile.fingerprint,
-        TAG_SETTINGS: settings,
-        TAG_STATS: totals.to_tag(),
+        "TILESEG_SOURCE": result.source_uri,
+        "TILESEG_PRECISION": result.precision,
+        TAG_FINGERPRINT: result.fingerprint,
+        TAG_SETTINGS: result.settings,
+        TAG_RESULT: result.to_json(),
     }
 
 
-def write_mask_cog(
-    tile: TileSpec, blocks: Iterable[StagedBlock], card: ModelCard, out_local: str, tags: dict[str, str]
-) -> None:
+def _totals(core_uris: list[str]) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
+    """Per-class counts and areas of the tile, from the staged cores' small arrays only."""
+    counts: np.ndarray | None = None
+    areas: np.ndarray | None = None
+    have_areas = True
+    for uri in core_uris:
+        with fileio.open_file(uri, "rb") as f:
+            data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            c = data["counts"].astype(np.int64)
+            counts = c if counts is None else counts + c
+            if "areas" in data.files:
+                a = data["areas"].astype(np.float64)
+                areas = a if areas is None else areas + a
+            else:
+                have_areas = False
+    assert counts is not None
+    return tuple(int(v) for v in counts), (tuple(float(v) for v in areas) if have_areas and areas is not None else None)
+
+
+def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_local: str,
+                   tags: dict[str, str]) -> None:
     """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags)."""
     import rasterio
     from affine import Affine
@@ -154,12 +189,11 @@ def write_mask_cog(
         profile["crs"] = CRS.from_wkt(tile.crs_wkt)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
-            for staged in blocks:
-                window = staged.block.core
-                core = load_core(staged.uri)
-                if core.shape != window.shape:
-                    raise MaskWriteError(f"{tile.uri}: staged block {staged.uri} has shape {core.shape}, expected {window.shape}")
-                dst.write(core, 1, window=window.to_rasterio())
+            for uri in core_uris:
+                window, labels = load_core(uri)
+                if labels.shape != window.shape:
+                    raise MaskWriteError(f"{tile.uri}: staged block {uri} has shape {labels.shape}, expected {window.shape}")
+                dst.write(labels, 1, window=window.to_rasterio())
             dst.write_colormap(1, card.palette())
             dst.update_tags(**tags)
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
@@ -171,212 +205,178 @@ def write_mask_cog(
         fileio.remove(tmp)
 
 
-@dataclass(frozen=True)
-class TileTotals:
-    """A tile's per-class valid pixel counts and ground areas (m², None without a CRS), and when
-    and by which run its mask was made. Stored in the mask's tags, so a later run that skips the
-    tile as up to date still reports its statistics."""
+class TileFinisher:
+    """Called after each block of a tile is staged: finishes the tile once all its blocks are in.
 
-    counts: tuple[int, ...]
-    areas: tuple[float, ...] | None
-    run_id: str
-    processed_at: dt.datetime
-
-    @classmethod
-    def of_blocks(cls, blocks: list[StagedBlock], run_id: str) -> TileTotals:
-        counts = np.sum([b.counts for b in blocks], axis=0, dtype=np.int64)
-        block_areas = [b.areas for b in blocks]
-        areas = None
-        if all(a is not None for a in block_areas):
-            summed = np.sum(cast("list[tuple[float, ...]]", block_areas), axis=0, dtype=np.float64)
-            areas = tuple(float(v) for v in np.atleast_1d(summed))
-        return cls(tuple(int(c) for c in np.atleast_1d(counts)), areas, run_id, now_utc())
-
-    def to_tag(self) -> str:
-        return json.dumps({"counts": list(self.counts), "areas": None if self.areas is None else list(self.areas),
-                           "run_id": self.run_id, "processed_at": self.processed_at.isoformat()})
-
-    @classmethod
-    def from_tag(cls, text: str) -> TileTotals:
-        data = json.loads(text)
-        areas = data["areas"]
-        return cls(tuple(int(c) for c in data["counts"]), None if areas is None else tuple(float(a) for a in areas),
-                   str(data["run_id"]), dt.datetime.fromisoformat(data["processed_at"]))
-
-
-def stats_rows(tile: TileSpec, totals: TileTotals, card: ModelCard, mask_uri: str, precision: str,
-               reused: bool = False) -> list[dict[str, Any]]:
-    """One row per class: the tile's pixel counts and ground areas. ``reused``: the mask was made
-    by an earlier run and skipped as up to date by this one."""
-    counts = totals.counts
-    valid = int(sum(counts))
-    pixel_size_m = tile.pixel_areas.pixel_size_m()
-    return [
-        {
-            "tile_id": tile.tile_id,
-            "source_uri": tile.uri,
-            "mask_uri": mask_uri,
-            "model_id": card.model_id,
-            "precision": precision,
-            "class_index": c.index,
-            "class_name": c.name,
-            "pixel_count": counts[c.index],
-            "valid_pixel_count": valid,
-            "total_pixel_count": tile.pixels,
-            "fraction": (counts[c.index] / valid) if valid else None,
-            "area_m2": totals.areas[c.index] if totals.areas is not None else None,
-            "crs": tile.crs,
-            "pixel_size_m": pixel_size_m,
-            "processed_at": totals.processed_at,
-            "reused": reused,
-        }
-        for c in card.classes
-    ]
-
-
-def stored_totals(tile: TileSpec, layout: OutputLayout, settings: str,
-                  num_classes: int) -> tuple[TileTotals, str] | None:
-    """(totals, precision) stored with the tile's published mask when that mask was made from this
-    very file with these settings; None when there is none, it is stale, or its tags are unreadable
-    (such a tile is simply redone)."""
-    uri = layout.mask_uri(tile.tile_id)
-    try:
-        if not fileio.exists(uri):
-            return None
-        with fileio.open_raster(uri) as src:
-            tags = src.tags()
-        if tags.get(TAG_FINGERPRINT) != tile.fingerprint or tags.get(TAG_SETTINGS) != settings:
-            return None
-        totals = TileTotals.from_tag(tags[TAG_STATS])
-    except Exception:  # noqa: BLE001 - see the docstring
-        return None
-    if len(totals.counts) != num_classes:
-        return None
-    return totals, tags.get("TILESEG_PRECISION", "")
-
-
-class StageCoreFn(beam.DoFn):
-    """BlockCore → (tile_id, StagedBlock): the core goes to staging, only its name moves on."""
-
-    def __init__(self, layout: OutputLayout) -> None:
-        self._layout = layout
-
-    def process(self, core: BlockCore) -> Iterator[object]:
-        try:
-            staged = stage_core(core, self._layout)
-        except Exception as exc:  # noqa: BLE001
-            yield keyed_failure(core.tile.uri, core.tile.tile_id, "stage", exc)
-        else:
-            PROGRESS.block_done(core.block.core.pixels)
-            yield core.tile.tile_id, staged
-
-
-class AssembleTileFn(beam.DoFn):
-    """(tile_id, {tile, staged, failed}) → stats rows; a mask is published, or a failure recorded.
-
-    Safe to run twice on one element (Dataflow retries bundles): a tile whose mask this run has
-    already published is not written again, its stats come from the mask's tags; staged cores
-    are removed only after a successful publish, so a retry after a failure still finds them
-    (the run's last step removes what is left of its staging).
+    Returns what the block's DoFn emits: nothing (the tile is not complete), the tile's
+    TileResult, or its failure on ``failed``.
     """
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
+        self._card = card
+        self._layout = layout
+        self._settings = settings
+        self._requested = precision
+        self._precision: str | None = None
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs at in this process (``auto`` resolved as the model loader does)."""
+        if self._precision is None:
+            self._precision = resolve_precision(self._requested, self._card)
+        return self._precision
+
+    def arrived(self, tile: TileSpec, tile_blocks: int) -> list[Any]:
+        folder = self._layout.staging_dir(tile.tile_id)
+        names = _names(folder)
+        done = self._already_done(tile, folder, names)
+        if done is not None:
+            if any(n.endswith((CORE_SUFFIX, FAIL_SUFFIX)) for n in names):
+                _remove_cores(folder)  # a retried block staged again after the tile was finished
+            return done
+        cores = {n[: -len(CORE_SUFFIX)] for n in names if n.endswith(CORE_SUFFIX)}
+        failed = {n[: -len(FAIL_SUFFIX)] for n in names if n.endswith(FAIL_SUFFIX)} - cores
+        if len(cores | failed) < tile_blocks:
+            return []
+        try:
+            if failed:
+                return [self._fail(tile, folder, sorted(failed))]
+            return [self._publish(tile, folder, sorted(cores))]
+        except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
+            # Another worker finishing the same tile at the same moment may have won the race.
+            done = self._already_done(tile, folder, _names(folder))
+            if done is not None:
+                return done
+            return [beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, failure_record(tile.uri, tile.tile_id, "write", exc)))]
+
+    def _already_done(self, tile: TileSpec, folder: str, names: set[str]) -> list[Any] | None:
+        if RESULT_NAME in names:
+            with fileio.open_file(fileio.join(folder, RESULT_NAME), "r") as f:
+                data = json.load(f)
+            return [dataclasses.replace(TileResult.from_json(data["result"]), mask_bytes=int(data["mask_bytes"]))]
+        if FAILED_NAME in names:
+            with fileio.open_file(fileio.join(folder, FAILED_NAME), "r") as f:
+                return [beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, _record_from_json(json.load(f))))]
+        return None
+
+    def _fail(self, tile: TileSpec, folder: str, failed: list[str]) -> beam.pvalue.TaggedOutput:
+        with fileio.open_file(fileio.join(folder, failed[0] + FAIL_SUFFIX), "r") as f:
+            first = _record_from_json(json.load(f))
+        if len(failed) > 1:
+            first["message"] += f" ({len(failed)} blocks failed)"
+        with fileio.open_file(fileio.join(folder, FAILED_NAME), "w") as f:
+            json.dump({**first, "failed_at": first["failed_at"].isoformat()}, f)
+        _remove_cores(folder)
+        return beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, first))
+
+    def _publish(self, tile: TileSpec, folder: str, cores: list[str]) -> TileResult:
+        core_uris = [fileio.join(folder, name + CORE_SUFFIX) for name in cores]
+        counts, areas = _totals(core_uris)
+        mask_uri = self._layout.mask_uri(tile.tile_id)
+        result = TileResult.of_tile(tile, self._settings.key(self.precision), mask_uri, self.precision, counts,
+                                    areas, self._layout.run_id, now_utc())
+        with fileio.local_scratch() as tmpdir:
+            local = fileio.join(tmpdir, "mask.tif")
+            write_mask_cog(tile, core_uris, self._card, local, mask_tags(self._card, result))
+            result = dataclasses.replace(result, mask_bytes=os.path.getsize(local))
+            fileio.publish(local, mask_uri)
+        # Then the marker (a retried block finds it), then the cores: never the other way round.
+        with fileio.open_file(fileio.join(folder, RESULT_NAME), "w") as f:
+            json.dump({"result": result.to_json(), "mask_bytes": result.mask_bytes}, f)
+        _remove_cores(folder)
+        log.info("tile written: %s (%s)", tile.tile_id, mask_uri)
+        return result
+
+
+def _names(folder: str) -> set[str]:
+    try:
+        return {posixpath.basename(u.replace(os.sep, "/")) for u in fileio.listdir(folder)}
+    except FileNotFoundError:
+        return set()
+
+
+def _remove_cores(folder: str) -> None:
+    for name in _names(folder):
+        if name.endswith((CORE_SUFFIX, FAIL_SUFFIX)):
+            fileio.remove(fileio.join(folder, name))
+
+
+def _record_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "failed_at": dt.datetime.fromisoformat(data["failed_at"])}
+
+
+class _FinishingFn(beam.DoFn):
+    """Base of the two staging DoFns: stage the element, then let the TileFinisher look."""
+
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
         self._card = card
         self._layout = layout
         self._settings = settings
         self._precision = precision
+        # Beam metrics: the Dataflow UI (and a local run's end) show how far the job got.
+        self._tiles_written = beam.metrics.Metrics.counter("tileseg", "tiles_written")
+        self._tiles_failed = beam.metrics.Metrics.counter("tileseg", "tiles_failed")
+        self._pixels = beam.metrics.Metrics.counter("tileseg", "pixels_segmented")
 
-    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[object]:
-        tile_id, groups = element
-        # Only planned tiles have blocks, staged or failed, so every group holds its tile once.
-        (planned,) = groups["tile"]
-        return iter(self._assemble(tile_id, planned, list(groups["staged"]), list(groups["failed"])))
+    def setup(self) -> None:
+        self._finisher = TileFinisher(self._card, self._layout, self._settings, self._precision)
 
-    def _assemble(self, tile_id: str, planned: PlannedTile, staged: list[StagedBlock],
-                  failed: list[dict[str, Any]]) -> list[object]:
-        tile = planned.tile
-        mask_uri = self._layout.mask_uri(tile_id)
+    def _finish(self, tile: TileSpec, tile_blocks: int) -> Iterator[Any]:
+        for out in self._finisher.arrived(tile, tile_blocks):
+            if isinstance(out, TileResult):
+                self._tiles_written.inc()
+                self._pixels.inc(out.pixels)
+            else:
+                self._tiles_failed.inc()
+            yield out
+
+
+class StageCoreFn(_FinishingFn):
+    """BlockCore → staged; the tile's TileResult (or failure) when it was the tile's last block."""
+
+    def process(self, core: BlockCore) -> Iterator[Any]:
         try:
-            if failed:
-                first = failed[0]
-                more = f" ({len(failed)} blocks failed)" if len(failed) > 1 else ""
-                return [beam.pvalue.TaggedOutput(FAILED, (tile_id, {**first, "message": first["message"] + more}))]
-            stored = stored_totals(tile, self._layout, self._settings, self._card.num_classes)
-            if stored is not None and stored[0].run_id == self._layout.run_id:
-                # A retry of a tile this run already published: nothing to write again.
-                return list(stats_rows(tile, stored[0], self._card, mask_uri, stored[1]))
-            if len(staged) != planned.blocks:
-                raise MaskWriteError(f"{tile.uri}: {len(staged)} of {planned.blocks} blocks arrived; mask not written")
-            started = time.monotonic()
-            staged.sort(key=lambda s: s.block.index)
-            totals = TileTotals.of_blocks(staged, self._layout.run_id)
-            tags = mask_tags(self._card, tile, self._settings, self._precision, totals)
-            with fileio.local_scratch() as tmpdir:
-                local = fileio.join(tmpdir, "mask.tif")
-                write_mask_cog(tile, staged, self._card, local, tags)
-                fileio.publish(local, mask_uri)
-            fileio.remove(self._layout.staging_dir(tile_id), recursive=True)
-            PROGRESS.tile_done(tile.tile_id, time.monotonic() - started)
-            return list(stats_rows(tile, totals, self._card, mask_uri, self._precision))
-        except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
-            return [beam.pvalue.TaggedOutput(FAILED, (tile_id, failure_record(tile.uri, tile.tile_id, "write", exc)))]
+            stage_core(core, self._layout)
+        except Exception as exc:  # noqa: BLE001 - becomes this block's failure
+            record = failure_record(core.tile.uri, core.tile.tile_id, "stage", exc)
+            try:
+                stage_failure(BlockFailure(core.tile, core.block, record), self._layout)
+            except Exception:  # noqa: BLE001 - the staging itself is unusable: say so for the tile
+                yield beam.pvalue.TaggedOutput(FAILED, (core.tile.tile_id, record))
+                return
+        yield from self._finish(core.tile, core.block.tile_blocks)
 
 
-class SkipDoneFn(beam.DoFn):
-    """TileSpec → itself when its mask must be made; else its stored stats rows on ``reused``."""
+class StageFailureFn(_FinishingFn):
+    """BlockFailure → staged; the tile's failure when it was the tile's last block."""
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str) -> None:
-        self._card = card
-        self._layout = layout
-        self._settings = settings
-
-    def process(self, tile: TileSpec) -> Iterator[object]:
-        stored = stored_totals(tile, self._layout, self._settings, self._card.num_classes)
-        if stored is None:
-            yield tile
+    def process(self, failure: BlockFailure) -> Iterator[Any]:
+        try:
+            stage_failure(failure, self._layout)
+        except Exception as exc:  # noqa: BLE001 - the staging itself is unusable: say so for the tile
+            record = failure_record(failure.tile.uri, failure.tile.tile_id, "stage", exc)
+            yield beam.pvalue.TaggedOutput(FAILED, (failure.tile.tile_id, record))
             return
-        mask_uri = self._layout.mask_uri(tile.tile_id)
-        log.info("skipping %s: mask is up to date (%s)", tile.tile_id, mask_uri)
-        for row in stats_rows(tile, stored[0], self._card, mask_uri, stored[1], reused=True):
-            yield beam.pvalue.TaggedOutput(REUSED, row)
-
-
-class SkipDone(beam.PTransform):
-    """TileSpecs → those whose mask is missing or was made from another file or other settings
-    (main), and the stats rows stored with the masks of the others (``reused``), so that every
-    run's stats table covers all its tiles, even after an earlier run was killed."""
-
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str) -> None:
-        super().__init__()
-        self._fn = SkipDoneFn(card, layout, settings)
-
-    def expand(self, tiles: beam.PCollection) -> StageOutput:
-        out = tiles | "CheckMasks" >> beam.ParDo(self._fn).with_outputs(REUSED, main="main")
-        return StageOutput(out.main, out[REUSED])
+        yield from self._finish(failure.tile, failure.block.tile_blocks)
 
 
 class WriteMasks(beam.PTransform):
-    """(planned tiles, block cores, block failures) → stats rows (main) and keyed tile failures.
+    """(block cores, block failures) → TileResults of published masks (main) and keyed tile failures.
 
-    Cores are staged as they come; once all of a tile's blocks are in (grouped by tile id), its
-    mask is written and published, or, if any block failed, the tile's first failure is recorded.
+    No grouping: each tile is finished by the worker that stages its last block (see the module
+    docstring), so tiles finish independently. A tile none of whose blocks ever arrive ends with
+    no output here; the run's last step (transforms/finish.py) accounts for it.
     """
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: str, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
         super().__init__()
-        self._card = card
-        self._layout = layout
-        self._settings = settings
-        self._precision = precision
+        self._args = (card, layout, settings, precision)
 
-    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> StageOutput:
-        planned, cores, block_failures = inputs
-        staged = cores | "StageCores" >> beam.ParDo(StageCoreFn(self._layout)).with_outputs(FAILED, main="main")
-        failures = (block_failures, staged[FAILED]) | "AddStagingFailures" >> beam.Flatten()
-        assembled = (
-            {"tile": planned, "staged": staged.main, "failed": failures}
-            | "GroupByTile" >> beam.CoGroupByKey()
-            | "Assemble" >> beam.ParDo(AssembleTileFn(self._card, self._layout, self._settings, self._precision))
-            .with_outputs(FAILED, main="main")
-        )
-        return StageOutput(assembled.main, assembled[FAILED])
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> StageOutput:
+        cores, block_failures = inputs
+        from_cores = cores | "StageCores" >> beam.ParDo(StageCoreFn(*self._args)).with_outputs(FAILED, main="main")
+        from_failures = (block_failures | "StageBlockFailures"
+                         >> beam.ParDo(StageFailureFn(*self._args)).with_outputs(FAILED, main="main"))
+        results = (from_cores.main, from_failures.main) | "TileResults" >> beam.Flatten()
+        failed = (from_cores[FAILED], from_failures[FAILED]) | "TileFailures" >> beam.Flatten()
+        return StageOutput(results, failed)

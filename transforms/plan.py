@@ -1,31 +1,25 @@
 """PlanBlocks: cut each tile into blocks of model patches (the grid itself: common/plan.py).
 
-Besides the blocks, the stage emits each planned tile keyed by its id with its block count, so
-WriteMasks knows how many cores to wait for without planning the tile again.
+Each block knows how many blocks its tile has (``BlockSpec.tile_blocks``), so the mask writer can
+tell when a tile is complete without a grouping step.
+
+Where the blocks go next depends on the runner. On Dataflow (and the multi-process DirectRunner)
+they are spread over workers, so one big tile keeps every worker busy. In a single process there
+is nothing to spread over: tiles are taken smallest first and each tile's blocks go through
+read, inference and stitching right behind each other, so every tile is written as soon as it is
+done and a small tile never waits for a big one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import apache_beam as beam
 
 from common.plan import BlockSpec, plan_blocks
-from transforms.failures import FAILED, keyed_failure
-from transforms.progress import PROGRESS
+from transforms.failures import FAILED, StageOutput, keyed_failure
 from transforms.tiles import TileSpec
-
-PLANNED = "planned"
-
-
-@dataclass(frozen=True)
-class PlannedTile:
-    """A tile and the number of blocks it was cut into."""
-
-    tile: TileSpec
-    blocks: int
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ class PlanArgs:
 
 
 class PlanBlocksFn(beam.DoFn):
-    """TileSpec → (TileSpec, BlockSpec) per block, and (tile_id, PlannedTile) on ``planned``."""
+    """TileSpec → (TileSpec, BlockSpec) per block, or a keyed failure of the tile."""
 
     def __init__(self, args: PlanArgs) -> None:
         self._args = args
@@ -55,28 +49,27 @@ class PlanBlocksFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - a tile the grid cannot cover fails alone
             yield keyed_failure(tile.uri, tile.tile_id, "plan", exc)
             return
-        PROGRESS.planned(tile.pixels)
-        yield beam.pvalue.TaggedOutput(PLANNED, (tile.tile_id, PlannedTile(tile, len(blocks))))
         for block in blocks:
             yield tile, block
 
 
-class PlanOutput(NamedTuple):
-    """PlanBlocks' outputs (a tuple, so that Beam sees each PCollection)."""
-
-    blocks: beam.PCollection   # (TileSpec, BlockSpec)
-    planned: beam.PCollection  # (tile_id, PlannedTile)
-    failed: beam.PCollection   # (tile_id, failure record)
-
-
 class PlanBlocks(beam.PTransform):
-    """TileSpecs → their blocks, spread over workers, plus the planned tiles and failures."""
+    """TileSpecs → their blocks (spread over workers when ``spread``), and failures."""
 
-    def __init__(self, args: PlanArgs) -> None:
+    def __init__(self, args: PlanArgs, spread: bool = True) -> None:
         super().__init__()
         self._args = args
+        self._spread = spread
 
-    def expand(self, tiles: beam.PCollection) -> PlanOutput:
-        out = tiles | "Plan" >> beam.ParDo(PlanBlocksFn(self._args)).with_outputs(PLANNED, FAILED, main="main")
-        blocks = out.main | "SpreadBlocks" >> beam.Reshuffle()
-        return PlanOutput(blocks, out[PLANNED], out[FAILED])
+    def expand(self, tiles: beam.PCollection) -> StageOutput:
+        out = tiles | "Plan" >> beam.ParDo(PlanBlocksFn(self._args)).with_outputs(FAILED, main="main")
+        blocks = out.main | "SpreadBlocks" >> beam.Reshuffle() if self._spread else out.main
+        return StageOutput(blocks, out[FAILED])
+
+
+class SmallestFirst(beam.PTransform):
+    """TileSpecs → the same, smallest first (for single-process runs, see the module docstring)."""
+
+    def expand(self, tiles: beam.PCollection) -> beam.PCollection:
+        return (tiles | "AllTiles" >> beam.combiners.ToList()
+                | "BySize" >> beam.FlatMap(lambda ts: sorted(ts, key=lambda t: (t.pixels, t.tile_id))))

@@ -1,59 +1,83 @@
-"""Progress a person can follow: tiles done of total, tile pixels per second.
+"""Progress a person can follow, on any local runner: tiles written and failed of the total, and
+tile megapixels per second.
 
-On the DirectRunner (in-process) every stage runs in this process, so one process-wide tracker
-sees the whole run. On a distributed runner, or with the multi-process DirectRunner, each worker
-process logs only the blocks and tiles it handled itself; nothing adds those up (the one Beam
-counter, ``tileseg/patch_bytes``, counts raw patch bytes handed to the model).
+Tiles are finished by whichever worker stages their last block, in this process or in the worker
+processes of the multi-process DirectRunner or a portable runner, so no in-process counter sees
+them all. What every worker does leave is its trace in the run's staging folder: a tile's
+``result.json`` once its mask is published, ``failed.json`` once it failed, and a core file per
+block still waiting. The monitor, a thread beside the launcher's wait, reads those every few
+seconds. On Dataflow the launcher does not wait; the job's Beam counters (``tileseg/tiles_written``,
+``tiles_failed``, ``pixels_segmented``, ``patch_bytes``) show the same in the Dataflow console.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import posixpath
 import threading
 import time
+from types import TracebackType
+
+from common import fileio
+from transforms.masks import CORE_SUFFIX, FAILED_NAME, RESULT_NAME, OutputLayout
 
 log = logging.getLogger("tileseg.progress")
 
-
-class Progress:
-    def __init__(self, every_s: float = 5.0) -> None:
-        self._lock = threading.Lock()
-        self._every = every_s
-        self.reset()
-
-    def reset(self, total_tiles: int = 0) -> None:
-        with self._lock:
-            self.total_tiles = total_tiles
-            self.planned_pixels = 0
-            self.done_pixels = 0
-            self.tiles_done = 0
-            self._start = time.monotonic()
-            self._last = 0.0
-
-    def planned(self, pixels: int) -> None:
-        with self._lock:
-            self.planned_pixels += pixels
-
-    def rate_mpix_s(self) -> float:
-        elapsed = max(time.monotonic() - self._start, 1e-9)
-        return self.done_pixels / elapsed / 1e6
-
-    def block_done(self, pixels: int) -> None:
-        with self._lock:
-            self.done_pixels += pixels
-            now = time.monotonic()
-            if now - self._last < self._every:
-                return
-            self._last = now
-        pct = f" ({100 * self.done_pixels / self.planned_pixels:.0f}%)" if self.planned_pixels else ""
-        log.info("segmented %.1f of %.1f MPix%s at %.2f MPix/s; %d of %d tiles written",
-                 self.done_pixels / 1e6, self.planned_pixels / 1e6, pct, self.rate_mpix_s(),
-                 self.tiles_done, self.total_tiles)
-
-    def tile_done(self, tile_id: str, write_s: float) -> None:
-        with self._lock:
-            self.tiles_done += 1
-        log.info("tile %d of %d written: %s (mask in %.1f s)", self.tiles_done, self.total_tiles, tile_id, write_s)
+#: Seconds between two looks at the staging folder.
+EVERY_S = 5.0
 
 
-PROGRESS = Progress()
+class ProgressMonitor:
+    """``with ProgressMonitor(layout, total):`` logs progress every ``every_s`` while the job runs."""
+
+    def __init__(self, layout: OutputLayout, total_tiles: int, every_s: float | None = None) -> None:
+        self._layout = layout
+        self._total = total_tiles
+        self._every = EVERY_S if every_s is None else every_s
+        self._stop = threading.Event()
+        self._pixels: dict[str, int] = {}  # tile folder → pixels, read once per written tile
+        self._thread = threading.Thread(target=self._loop, name="tileseg-progress", daemon=True)
+        self._start = time.monotonic()
+        self.last: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def __enter__(self) -> ProgressMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self.poll()
+            except Exception as exc:  # noqa: BLE001 - progress is a courtesy; never break the run
+                log.debug("progress: %s", exc)
+
+    def poll(self) -> tuple[int, int, int, int]:
+        """(tiles written, tiles failed, blocks waiting, pixels written) so far; logs a line when
+        anything changed."""
+        root = self._layout.staging_root()
+        written = failed = waiting = 0
+        for uri, _ in fileio.match_detail(root):
+            name = posixpath.basename(uri.replace("\\", "/"))
+            folder = uri[: len(uri) - len(name) - 1]
+            if name == RESULT_NAME:
+                written += 1
+                if folder not in self._pixels:
+                    with fileio.open_file(uri, "r") as f:
+                        self._pixels[folder] = int(json.loads(json.load(f)["result"])["pixels"])
+            elif name == FAILED_NAME:
+                failed += 1
+            elif name.endswith(CORE_SUFFIX):
+                waiting += 1
+        pixels = sum(self._pixels.values())
+        now = (written, failed, waiting, pixels)
+        if now != self.last:
+            rate = pixels / max(time.monotonic() - self._start, 1e-9) / 1e6
+            log.info("%d of %d tiles written (%.1f MPix, %.2f MPix/s), %d failed, %d block(s) staged for tiles "
+                     "in progress", written, self._total, pixels / 1e6, rate, failed, waiting)
+            self.last = now
+        return now

@@ -27,7 +27,7 @@ from common.patching import patchify
 from common.plan import BlockSpec
 from common.windows import Window, mirror_pad
 from model.handler import Patches
-from transforms.failures import FAILED, StageOutput, keyed_failure
+from transforms.failures import FAILED, StageOutput, block_failure
 from transforms.tiles import TileSpec
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def read_block(tile: TileSpec, block: BlockSpec) -> tuple[BlockContext, Patches]
 
 
 class ReadBlockFn(beam.DoFn):
-    """(TileSpec, BlockSpec) → (BlockContext, Patches), or a keyed failure on ``failed``.
+    """(TileSpec, BlockSpec) → (BlockContext, Patches), or a BlockFailure on ``failed``.
 
     Reads run ``prefetch`` blocks ahead on a small thread pool, so decoding (and, for ``gs://``,
     network latency) overlaps with inference on the blocks before; GDAL and numpy release the GIL.
@@ -125,7 +125,7 @@ class ReadBlockFn(beam.DoFn):
         try:
             result = read_block(tile, block)
         except Exception as exc:  # noqa: BLE001 - recorded as a failure of this tile
-            return keyed_failure(tile.uri, tile.tile_id, "read", exc)
+            return block_failure(tile, block, "read", exc)
         self._patch_bytes.inc(int(result[1].pixels.nbytes))
         return result
 
@@ -147,7 +147,7 @@ class ReadBlockFn(beam.DoFn):
 
 
 class ReadBlocks(beam.PTransform):
-    """(TileSpec, BlockSpec) → (BlockContext, Patches) per block, and keyed read failures."""
+    """(TileSpec, BlockSpec) → (BlockContext, Patches) per block, and BlockFailures of reads."""
 
     def __init__(self, prefetch: int = 1) -> None:
         super().__init__()

@@ -19,7 +19,7 @@ from common.areas import class_areas_m2
 from common.patching import core_of_window, stitch_labels, stitch_scores
 from common.plan import BlockSpec
 from model.card import ModelCard
-from transforms.failures import StageOutput, guarded
+from transforms.failures import StageOutput, block_failure, guarded
 from transforms.read import BlockContext
 from transforms.tiles import TileSpec
 
@@ -49,14 +49,14 @@ def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard) -> Blo
 
 
 class StitchBlocks(beam.PTransform):
-    """(BlockContext, model outputs) → BlockCore, and keyed failures of the blocks that fail."""
+    """(BlockContext, model outputs) → BlockCore, and BlockFailures of the blocks that fail."""
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__()
         self._card = card
 
     def expand(self, predictions: beam.PCollection) -> StageOutput:
-        out = predictions | guarded("Stitch", functools.partial(_stitch, self._card), _tile_of, "stitch", BlockCore)
+        out = predictions | guarded("Stitch", functools.partial(_stitch, self._card), _failed, "stitch", BlockCore)
         return StageOutput(out.main, out.failed)
 
 
@@ -64,5 +64,5 @@ def _stitch(card: ModelCard, element: tuple[BlockContext, np.ndarray]) -> Iterat
     yield stitch_block(element[0], element[1], card)
 
 
-def _tile_of(element: tuple[BlockContext, Any]) -> TileSpec:
-    return element[0].tile
+def _failed(element: tuple[BlockContext, Any], stage: str, exc: BaseException) -> Any:
+    return block_failure(element[0].tile, element[0].block, stage, exc)

@@ -13,6 +13,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -32,6 +33,16 @@ MAX_TILE_EDGE = 1_000_000
 #: have met; a header claiming more (200 000², or a decompression bomb) fails at once instead of
 #: being segmented for hours.
 MAX_TILE_PIXELS = 5_000_000_000
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A listed input: its URI, its tile id (unique in the run) and its fingerprint (from the
+    listing entry, so deciding what is up to date opens no file)."""
+
+    uri: str
+    tile_id: str
+    fingerprint: str
 
 
 class TileError(ValueError):
@@ -166,20 +177,27 @@ def scale_divisor(dtype: str, nbits: int | None, card: ModelCard) -> float:
     return card.normalisation.divisor_for(dtype)
 
 
-def _fingerprint(uri: str) -> str:
-    """Changes whenever the file does: size plus modification time / object generation."""
-    try:
-        meta = fileio.info(uri)
-    except Exception:  # noqa: BLE001 - a fingerprint is best effort; the open below reports errors
-        meta = {}
+def fingerprint_of(uri: str, meta: dict[str, Any]) -> str:
+    """Changes whenever the file does: size plus modification time / object generation, from a
+    listing entry (fileio.match_detail) or fileio.info."""
     parts = [uri, str(meta.get("size")),
              str(meta.get("mtime") or meta.get("updated") or meta.get("generation") or meta.get("md5Hash") or "")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
+def _fingerprint(uri: str) -> str:
+    try:
+        meta = fileio.info(uri)
+    except Exception:  # noqa: BLE001 - a fingerprint is best effort; the open below reports errors
+        meta = {}
+    return fingerprint_of(uri, meta)
+
+
 def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None,
-                  tile_id: str | None = None, max_pixels: int = MAX_TILE_PIXELS) -> TileSpec:
-    """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input."""
+                  tile_id: str | None = None, max_pixels: int = MAX_TILE_PIXELS,
+                  fingerprint: str | None = None) -> TileSpec:
+    """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input.
+    ``fingerprint``: the one the listing made (fingerprint_of), worked out here when not given."""
     from rasterio.errors import RasterioIOError
 
     tile_id = tile_id or tile_id_for(uri, root)
@@ -241,13 +259,13 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         nodata=None if nodata is None else float(nodata),
         mask_kind=mask_kind,
         scale_divisor=scale_divisor(dtype, int(nbits_tag) if nbits_tag else None, card),
-        fingerprint=_fingerprint(uri),
+        fingerprint=fingerprint or _fingerprint(uri),
         pixel_areas=pixel_area_model(crs, affine, height, width),
     )
 
 
 class DescribeTileFn(beam.DoFn):
-    """(uri, tile_id) → TileSpec, or a keyed failure record on the ``failed`` output."""
+    """InputFile → TileSpec, or a keyed failure record on the ``failed`` output."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
                  max_pixels: int = MAX_TILE_PIXELS) -> None:
@@ -256,16 +274,16 @@ class DescribeTileFn(beam.DoFn):
         self._bands = bands
         self._max_pixels = max_pixels
 
-    def process(self, element: tuple[str, str]) -> Iterator[object]:
-        uri, tile_id = element
+    def process(self, element: InputFile) -> Iterator[object]:
         try:
-            yield describe_tile(uri, self._root, self._card, self._bands, tile_id, self._max_pixels)
+            yield describe_tile(element.uri, self._root, self._card, self._bands, element.tile_id, self._max_pixels,
+                                element.fingerprint)
         except Exception as exc:  # noqa: BLE001 - any bad file becomes a failure row, never a crash
-            yield keyed_failure(uri, tile_id, "discover", exc)
+            yield keyed_failure(element.uri, element.tile_id, "discover", exc)
 
 
 class DiscoverTiles(beam.PTransform):
-    """(uri, tile_id) pairs → TileSpecs (main) and the files that cannot be used (failed)."""
+    """InputFiles → TileSpecs (main) and the files that cannot be used (failed)."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
                  max_pixels: int = MAX_TILE_PIXELS) -> None:
