@@ -103,6 +103,37 @@ def test_predictor_labels_and_scores(tmp_path: Path) -> None:
         pred.predict_labels(np.zeros((1, 20, 16, 3), np.float32))
 
 
+def test_one_predictor_serves_many_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beam shares one loaded model between a worker's threads: the first calls race to build the
+    graphs; each graph is built once and every thread gets the serial answer."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_binning_model(str(tmp_path), num_classes=5)
+    pred = Predictor.from_dir(str(tmp_path), "float32")
+    builds: list[str] = []
+    build = Predictor._build_graph
+
+    def slow_build(self: Predictor, kind: str, *args: object) -> object:
+        builds.append(threading.current_thread().name)
+        time.sleep(0.2)  # widen the window in which other threads would build it again
+        return build(self, kind, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Predictor, "_build_graph", slow_build)
+    rng = np.random.default_rng(0)
+    inputs = [rng.integers(0, 256, (2, 16, 32, 3), dtype=np.uint8) for _ in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        labels = list(pool.map(lambda x: pred.predict_labels(x, 2, 255.0), inputs))
+        scores = list(pool.map(lambda x: pred.predict_scores(x, 2, 255.0), inputs))
+    assert len(builds) == 2 and len(pred._graphs) == 2, "one graph per kind, built once"
+    monkeypatch.undo()
+    serial = Predictor.from_dir(str(tmp_path), "float32")
+    for x, got, sc in zip(inputs, labels, scores, strict=True):
+        np.testing.assert_array_equal(got, serial.predict_labels(x, 2, 255.0))
+        np.testing.assert_array_equal(sc.argmax(-1), got)
+
+
 def test_accelerator_check_reports_every_precision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from model.accelerator_check import main
 
