@@ -257,10 +257,17 @@ def _wkt_of(crs: Any) -> str:
 
 
 def _check_poles(model: PixelAreaModel, crs_name: str) -> None:
-    """Warn when the raster reaches past a pole: that part is clipped and gets no area."""
+    """Warn when the raster reaches past a pole: that part is clipped and gets no area. A raster
+    lying wholly past a pole is not on the earth at all (typically projected coordinates under a
+    geographic CRS): AreaError, rather than areas of zero."""
     a, b, c, d, e, f = model.transform
     lats = [f + d * col + e * row for row in (0, model.height) for col in (0, model.width)]
     limit = 90.0 * math.pi / 180.0 / _ellipsoid(model.crs_wkt).unit_to_rad + _POLE_TOLERANCE_DEG
+    if min(lats) > limit or max(lats) < -limit:
+        raise AreaError(
+            f"the transform puts the raster at latitude {min(lats, key=abs):.6g} to {max(lats, key=abs):.6g} in "
+            f"{crs_name}, wholly beyond ±90°: the CRS or the transform is wrong; pixel areas can't be computed"
+        )
     if max(abs(v) for v in lats) > limit:
         log.warning(
             "raster in %s reaches latitude %.6g, past a pole; areas beyond ±90° are clipped to zero",
@@ -274,7 +281,8 @@ def pixel_area_model(crs: rasterio.crs.CRS | None, transform: affine.Affine, hei
 
     No or empty CRS -> kind "none" (areas will be null). Projected -> "projected", with the linear
     unit's factor to metres from pyproj (US survey feet, international feet, metres ...).
-    Geographic -> "geographic". Any other CRS (geocentric, engineering, ...) raises AreaError.
+    Geographic -> "geographic" (AreaError when the raster lies wholly beyond a pole). Any other CRS
+    (geocentric, engineering, ...) raises AreaError.
     """
     coeffs = cast("tuple[float, float, float, float, float, float]", tuple(float(v) for v in tuple(transform)[:6]))
     if height < 0 or width < 0:

@@ -154,9 +154,10 @@ def match_detail(pattern: str) -> list[tuple[str, dict[str, Any]]]:
 def _is_file_entry(fs: fsspec.AbstractFileSystem, name: str, entry: dict[str, Any]) -> bool:
     if entry.get("type") == "file":
         return not name.endswith("/")  # an object-store "directory" placeholder is not a file
-    # fsspec lists a local symlink as type "other": keep links to regular files (like glob and
-    # the original isdir-based filter did); links to directories are not followed.
-    return entry.get("type") == "other" and isinstance(fs, LocalFileSystem) and os.path.isfile(name)
+    # fsspec lists a local symlink as type "other": keep links to regular files, and links that
+    # lead nowhere (dangling, or a loop), so that they become a failure row naming the link
+    # instead of vanishing from the run; links to directories are not followed.
+    return entry.get("type") == "other" and isinstance(fs, LocalFileSystem) and not os.path.isdir(name)
 
 
 def glob_root(pattern: str) -> str:
@@ -408,7 +409,10 @@ def check_writable(uri: str) -> None:
             f.write(b"ok")
         remove(probe)
     except Exception as exc:
-        raise OSError(f"output {uri} is not writable ({exc}); choose a directory you can write") from None
+        if not is_remote(uri) and os.path.lexists(_strip_file_scheme(uri)) and not os.path.isdir(_strip_file_scheme(uri)):
+            raise OSError(f"{uri} is a file, not a folder; choose a folder for the output") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OSError(f"{uri} is not writable ({reason}); choose a folder you can write") from None
 
 
 @contextlib.contextmanager

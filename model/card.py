@@ -119,12 +119,14 @@ _ALLOWED = {f for f in ModelCard.__dataclass_fields__}
 def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
     unknown = sorted(set(data) - _ALLOWED)
     if unknown:
-        raise ModelCardError(f"{where}: unknown fields {unknown}")
+        raise ModelCardError(f"{where}: unknown fields {', '.join(map(str, unknown))}; a card has only "
+                             f"{', '.join(ModelCard.__dataclass_fields__)} - fix the spelling or remove them")
     try:
         norm = dict(data.get("normalisation") or {})
         norm_unknown = sorted(set(norm) - set(Normalisation.__dataclass_fields__))
         if norm_unknown:
-            raise ModelCardError(f"{where}: unknown normalisation fields {norm_unknown}")
+            raise ModelCardError(f"{where}: unknown normalisation fields {', '.join(map(str, norm_unknown))}; "
+                                 f"normalisation has only {', '.join(Normalisation.__dataclass_fields__)}")
         for key in ("mean", "std"):
             if key in norm:
                 norm[key] = tuple(float(v) for v in norm[key])

@@ -108,7 +108,20 @@ def set_precision(model: Any, precision: str) -> Any:
 
 
 def _load_keras(local: str, shown: str) -> Any:
+    import zipfile
+
     import keras
+
+    # A .keras file is a zip archive; a cut-off or damaged one makes Keras say "file not found",
+    # which sends people looking in the wrong place.
+    try:
+        with zipfile.ZipFile(local) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile):
+        damaged = local
+    if damaged is not None:
+        raise ModelCardError(f"{shown}: not a complete .keras file (damaged or cut off); copy or export "
+                             "the model again")
 
     try:
         return keras.saving.load_model(local, compile=False, safe_mode=True)

@@ -25,7 +25,7 @@ from common.cli import exit_now, setup_logging
 from model.handler import SegmentationModelHandler
 from pipelines.config import ConfigError, SegmentConfig, SegmentOptions, build_config, unknown_options
 from transforms import coders
-from transforms.failures import now_utc
+from transforms.failures import now_utc, printable
 from transforms.finish import FinishRun
 from transforms.infer import RunModel
 from transforms.leftovers import claim_staging, clean_leftovers, release_staging
@@ -182,6 +182,13 @@ def _remove_if_empty(uri: str) -> None:
         pass
 
 
+def _last_line(exc: BaseException) -> str:
+    """The root cause of a failed job in one line: Beam wraps a worker's exception, traceback
+    and all, in its own; the innermost error is its last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return printable(lines[-1] if lines else type(exc).__name__)[:300]
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv and any(a in ("-h", "--help") for a in argv):
         parser = argparse.ArgumentParser(
@@ -197,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tileseg: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the job itself failed (e.g. its tables could not be written)
+        print(f"tileseg: the run failed before it finished ({_last_line(exc)}); masks already published are "
+              "kept, and a rerun finishes the rest", file=sys.stderr)
+        return 1
     print(summary.line())
     return 1 if summary.failures else 0
 

@@ -407,3 +407,12 @@ def test_pickle_round_trip(crs: CRS | None, transform: Affine) -> None:
     else:
         np.testing.assert_array_equal(before, after)
     assert clone.pixel_size_m() == model.pixel_size_m()
+
+
+def test_a_raster_wholly_past_a_pole_is_refused() -> None:
+    # Projected numbers under a geographic CRS: not on the earth, so no area at all (not zero).
+    with pytest.raises(AreaError, match=r"latitude .*wholly beyond ±90°"):
+        pixel_area_model(CRS.from_epsg(4326), Affine(1.0, 0, 500000, 0, -1.0, 4000000), 30, 40)
+    with pytest.raises(AreaError, match="wholly beyond"):
+        pixel_area_model(CRS.from_epsg(4326), Affine(1.0, 0, 0, 0, -1.0, -91.0), 3, 3)
+    assert pixel_area_model(CRS.from_epsg(4326), Affine(1.0, 0, 0, 0, -1.0, 91.0), 3, 1).kind == "geographic"

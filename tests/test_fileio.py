@@ -119,15 +119,18 @@ def test_match_hides_publish_temporaries(tree):
     assert all(".tmp" not in p and "write-check" not in p for p in fileio.match(j(tree, "x")))
 
 
-def test_match_follows_local_symlinks_to_files(tmp_path):
+def test_match_follows_local_symlinks_to_files_and_keeps_broken_ones(tmp_path):
+    """Links to files are inputs; links that lead nowhere are kept too, so the run reports them
+    as failures instead of dropping them; links to folders are not followed."""
     target = tmp_path / "elsewhere" / "real.tif"
     put(str(target), b"real")
     d = tmp_path / "in"
     d.mkdir()
     os.symlink(target, d / "link.tif")
     os.symlink(tmp_path / "missing.tif", d / "dangling.tif")
+    os.symlink(tmp_path / "elsewhere", d / "folder_link")
     put(str(d / "plain.tif"), b"plain")
-    expected = [str(d / "link.tif"), str(d / "plain.tif")]
+    expected = [str(d / "dangling.tif"), str(d / "link.tif"), str(d / "plain.tif")]
     assert fileio.match(str(d)) == expected
     assert fileio.match(str(d / "*.tif")) == expected
     assert fileio.match(str(d / "link.tif")) == [str(d / "link.tif")]

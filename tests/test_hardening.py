@@ -241,7 +241,7 @@ def test_a_model_that_runs_code_is_refused_before_the_pipeline(tmp_path: Path, m
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "card.json").write_text((lam / "card.json").read_text())
     (tmp_path / "broken" / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ConfigError, match="safe mode"):
+    with pytest.raises(ConfigError, match="not a complete .keras file"):
         run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", str(tmp_path / "broken")])
     assert not (tmp_path / "out").exists()
 
@@ -547,5 +547,27 @@ def test_a_file_where_a_run_folder_goes_is_a_bad_option(tmp_path: Path, model_di
     out = tmp_path / "out"
     out.mkdir()
     (out / "failures").write_text("not a folder")
-    with pytest.raises(ConfigError, match="failures is not writable"):
+    with pytest.raises(ConfigError, match="failures is a file, not a folder"):
         run(["--input", str(inp), "--output", str(out), "--model", model_dir])
+
+
+def test_a_file_with_one_huge_compressed_strip_fails_at_once(tmp_path: Path, model_dir: str) -> None:
+    """Every window of a single-strip DEFLATE file would decode the image from its top again (a
+    16384² one ran for over ten minutes at 1.5 GB); it fails at discovery with how to rewrite it,
+    the other tiles are written."""
+    import resource
+
+    inp = _inputs(tmp_path / "in", 1)
+    strip = inp / "one_strip.tif"
+    with rasterio.open(strip, "w", driver="GTiff", width=6000, height=6000, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=rasterio.transform.from_origin(0, 0, 1, 1), compress="deflate", tiled=False,
+                       blockysize=6000, photometric="RGB") as dst:
+        for b in range(1, 4):
+            dst.write(np.full((6000, 6000), 40 * b, np.uint8), b)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    summary = run(["--input", str(inp), "--output", str(tmp_path / "out"), "--model", model_dir])
+    (row,) = pq.read_table(summary.failures_uri).to_pylist()
+    assert row["stage"] == "discover" and "blocks of 103 MiB" in row["message"] and "TILED=YES" in row["message"]
+    assert (summary.tiles_written, summary.failures) == (1, 1)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, f"the strip was decoded ({grown_mb:.0f} MB more peak memory)"

@@ -38,11 +38,19 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines, terminal escape codes in a file name) written
+    as escapes, so a message is one line that cannot recolour or rewrite a terminal or a log."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def failure_record(uri: str, tile_id: str, stage: str, exc: BaseException) -> dict[str, Any]:
-    """A failures row (run_id is filled in when the table is written)."""
+    """A failures row (run_id is filled in when the table is written). The ``uri`` column keeps
+    the name as it is; the message, for people, shows it with printable escapes."""
     message = str(exc) or type(exc).__name__
-    if uri not in message:
+    if uri not in message and printable(uri) not in message:
         message = f"{uri}: {message}"
+    message = printable(message)
     log.warning("failed at %s: %s", stage, message)
     return {
         "uri": uri,

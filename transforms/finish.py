@@ -22,7 +22,7 @@ import apache_beam as beam
 
 from common import fileio
 from model.card import ModelCard
-from transforms.failures import now_utc
+from transforms.failures import now_utc, printable
 from transforms.leftovers import release_staging
 from transforms.manifest import write_manifest
 from transforms.masks import CORE_SUFFIX, FAIL_SUFFIX, OutputLayout
@@ -59,7 +59,7 @@ def _lost(item: InputFile, layout: OutputLayout) -> dict[str, Any]:
     except (FileNotFoundError, ValueError):
         names = []
     staged = sum(1 for n in names if n.endswith((CORE_SUFFIX, FAIL_SUFFIX)))
-    message = (f"{item.uri}: no mask was made; only {staged} of its blocks arrived at the mask writer. "
+    message = (f"{printable(item.uri)}: no mask was made; only {staged} of its blocks arrived at the mask writer. "
                "Rerun to retry this tile")
     log.warning(message)
     return {"uri": item.uri, "tile_id": item.tile_id, "stage": "write", "error_type": "IncompleteTile",
@@ -90,8 +90,10 @@ def run_summary(results: list[TileResult], failures: list[dict[str, Any]], layou
 
 def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, Any]]], listed: list[InputFile],
                card: ModelCard, layout: OutputLayout, started_at: dt.datetime) -> dict[str, Any]:
-    """Write both tables, the manifest and the summary, then remove the run's staging."""
+    """Keep the books, remove the run's staging, then write both tables, the manifest and the
+    summary (staging first: on a nearly full disk it is what leaves room for the tables)."""
     kept, failed = one_per_tile(results, failures, listed, layout)
+    release_staging(layout)
     rows = [row for r in kept for row in r.stats_rows(card)]
     stats_uri = write_table(rows, STATS_SCHEMA, layout.stats_uri(), layout.run_id)
     failures_uri = write_table(failed, FAILURE_SCHEMA, layout.failures_uri(), layout.run_id)
@@ -101,7 +103,6 @@ def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, An
     with fileio.open_file(layout.summary_uri(), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
-    release_staging(layout)
     log.info("run %s finished: %d written, %d up to date, %d failed", layout.run_id, summary["tiles_written"],
              summary["tiles_skipped"], summary["tiles_failed"])
     return summary

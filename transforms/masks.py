@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import io
 import json
 import logging
@@ -247,7 +248,8 @@ class TileFinisher:
             done = self._already_done(tile, folder, _names(folder))
             if done is not None:
                 return done
-            return [beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, failure_record(tile.uri, tile.tile_id, "write", exc)))]
+            error = MaskWriteError(write_error_message(tile, self._layout.mask_uri(tile.tile_id), exc))
+            return [self._give_up(tile, folder, failure_record(tile.uri, tile.tile_id, "write", error))]
 
     def _already_done(self, tile: TileSpec, folder: str, names: set[str]) -> list[Any] | None:
         if RESULT_NAME in names:
@@ -264,10 +266,19 @@ class TileFinisher:
             first = _record_from_json(json.load(f))
         if len(failed) > 1:
             first["message"] += f" ({len(failed)} blocks failed)"
-        with fileio.open_file(fileio.join(folder, FAILED_NAME), "w") as f:
-            json.dump({**first, "failed_at": first["failed_at"].isoformat()}, f)
+        return self._give_up(tile, folder, first)
+
+    def _give_up(self, tile: TileSpec, folder: str, record: dict[str, Any]) -> beam.pvalue.TaggedOutput:
+        """The tile fails: its cores go first (on a full disk they are what frees space), then the
+        marker that a retried block finds; the failure is reported even if the marker cannot be
+        written."""
         _remove_cores(folder)
-        return beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, first))
+        try:
+            with fileio.open_file(fileio.join(folder, FAILED_NAME), "w") as f:
+                json.dump({**record, "failed_at": record["failed_at"].isoformat()}, f)
+        except OSError as exc:
+            log.warning("%s: cannot record the failure in the staging folder (%s)", tile.tile_id, exc)
+        return beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, record))
 
     def _publish(self, tile: TileSpec, folder: str, cores: list[str]) -> TileResult:
         core_uris = [fileio.join(folder, name + CORE_SUFFIX) for name in cores]
@@ -286,6 +297,20 @@ class TileFinisher:
         _remove_cores(folder)
         log.info("tile written: %s (%s)", tile.tile_id, mask_uri)
         return result
+
+
+def write_error_message(tile: TileSpec, mask_uri: str, exc: BaseException) -> str:
+    """What to tell a person when a mask cannot be written: the destination and what to do, not
+    the temporary files it went through."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (f"{tile.uri}: no space left on the disk of {mask_uri} (or of the temporary folder) while writing "
+                "its mask; free some space or choose another --output, and rerun")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{tile.uri}: cannot write its mask to {mask_uri} ({exc.strerror}); make the output folder writable and rerun"
+    if isinstance(exc, MaskWriteError):
+        return str(exc)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+    return f"{tile.uri}: cannot write its mask to {mask_uri} ({reason})"
 
 
 def _names(folder: str) -> set[str]:

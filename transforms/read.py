@@ -28,7 +28,7 @@ from common.plan import BlockSpec
 from common.windows import Window, mirror_pad
 from model.handler import Patches
 from transforms.failures import FAILED, StageOutput, block_failure
-from transforms.tiles import TileSpec
+from transforms.tiles import TileSpec, gdal_reason
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,14 @@ def read_window(src: Any, tile: TileSpec, window: Window) -> tuple[np.ndarray, n
     """
     inside = window.intersection(Window(0, 0, tile.height, tile.width))
     if inside is None:
-        raise BlockReadError(f"{tile.uri}: window {window} lies outside the {tile.width}x{tile.height} tile")
+        raise BlockReadError(f"{tile.uri}: rows {window.row}-{window.row_stop - 1}, columns {window.col}-"
+                             f"{window.col_stop - 1} lie outside the {tile.width}x{tile.height} tile")
     win = inside.to_rasterio()
     unique = sorted(set(tile.bands))
     data = src.read(unique, window=win)  # (C', h, w)
     if data.shape[1:] != inside.shape:
-        raise BlockReadError(f"{tile.uri}: short read of window {window}")
+        raise BlockReadError(f"{tile.uri}: a read of {inside.height}x{inside.width} px gave {data.shape[1]}x{data.shape[2]}; "
+                             "the file is probably truncated or corrupt - re-copy or re-export it")
     pos = {b: i for i, b in enumerate(unique)}
     raw = np.moveaxis(data, 0, -1)[..., [pos[b] for b in tile.bands]]  # (h, w, C)
     if tile.mask_kind == "gdal":
@@ -90,8 +92,10 @@ def read_block(tile: TileSpec, block: BlockSpec) -> tuple[BlockContext, Patches]
     except BlockReadError:
         raise
     except Exception as exc:  # rasterio/GDAL raise many types for damaged files
+        w = block.window
         raise BlockReadError(
-            f"{tile.uri}: cannot read block {block.index} window {block.window} ({exc}); "
+            f"{tile.uri}: cannot read rows {max(w.row, 0)}-{min(w.row_stop, tile.height) - 1}, columns "
+            f"{max(w.col, 0)}-{min(w.col_stop, tile.width) - 1} ({gdal_reason(exc)}); "
             "the file is probably truncated or corrupt - re-copy or re-export it"
         ) from None
     patches = Patches(patchify(raw, block.patches), tile.scale_divisor)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 import numpy as np
 
 from common import fileio
-from common.areas import PixelAreaModel, pixel_area_model
+from common.areas import AreaError, PixelAreaModel, pixel_area_model
 from common.safepath import UnsafePathError, check_relative
 from model.card import ModelCard
 from transforms.failures import FAILED, StageOutput, keyed_failure
@@ -43,6 +44,32 @@ class InputFile:
     uri: str
     tile_id: str
     fingerprint: str
+
+
+#: Largest internal block (strip or tile) GDAL may have to decode for one window read. A strip
+#: file with one compressed strip for the whole image makes every block read decode the whole
+#: image again (measured: 5.5 GB peak RSS on a 32768² single-strip DEFLATE file); such a tile fails
+#: at once with how to rewrite it. Ordinary strips (a few rows) and tiles are far below this.
+#: (An uncompressed single strip is fine: GDAL reads the rows a window needs directly.)
+MAX_DECODED_BLOCK_BYTES = 64 * 2**20
+
+
+def decoded_block_bytes(src: Any) -> int:
+    """Bytes GDAL decodes for one internal block of ``src`` (all bands when pixel-interleaved).
+
+    GDAL shows a compressed file of one strip as blocks of one row each, but it can only decode
+    that strip from its start: a window further down decodes every row above it again, so a
+    block read costs the whole strip (a 16384² single-strip DEFLATE tile ran for over ten minutes
+    without finishing a tenth). Such a file is known by its second block having no offset of its own.
+    """
+    bh, bw = (int(v) for v in src.block_shapes[0])
+    if (src.driver == "GTiff" and src.compression is not None and bh < src.height
+            and src.get_tag_item("BLOCK_OFFSET_0_1", "TIFF", bidx=1) is None):
+        bh = src.height  # one real strip for the whole image
+    per_pixel = np.dtype(src.dtypes[0]).itemsize
+    if (src.interleaving is None or src.interleaving.name.upper() == "PIXEL") and src.count > 1:
+        per_pixel *= src.count
+    return bh * bw * per_pixel
 
 
 class TileError(ValueError):
@@ -193,11 +220,124 @@ def _fingerprint(uri: str) -> str:
     return fingerprint_of(uri, meta)
 
 
+#: The value-range check samples up to this many windows of this edge, spread over the tile, or
+#: the smallest internal overview when it has at most ``_SAMPLE_OVERVIEW_PIXELS``.
+_SAMPLE_WINDOWS = ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
+_SAMPLE_EDGE = 64
+_SAMPLE_OVERVIEW_PIXELS = 512 * 512
+#: Values beyond the card's range by more than this fraction of it are "outside" it; data whose
+#: largest sampled value is under ``_UNDER_RANGE`` of it uses so little of it that the model sees
+#: a nearly black image (12-bit data in uint16 without NBITS: 4095 / 65535 < 1/16).
+_RANGE_SLACK = 0.01
+_UNDER_RANGE = 1.0 / 16.0
+
+
+def _shown(uri: str) -> str:
+    """``uri`` for a log line: control characters (newlines, escape sequences) escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in uri)
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """The most specific message in a rasterio exception's chain (rasterio's own top message is
+    often "See previous exception for details"), on one line."""
+    messages = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = " ".join(str(current).split())
+        if text and "previous exception" not in text:
+            messages.append(text)
+        current = current.__cause__ or current.__context__
+    return messages[-1] if messages else type(exc).__name__
+
+
+def sample_values(src: Any, bands: tuple[int, ...], nodata: float | None, uri: str) -> np.ndarray | None:
+    """A cheap sample of the tile's values in ``bands`` (finite, not nodata, float64, flat).
+
+    The smallest internal overview when it is small (one read), else up to five 64 x 64 windows
+    spread over the tile; never a whole read. None when nothing could be read: the read stage
+    then reports the damage. An overview that cannot be read while the full resolution can is
+    logged (masks are made from the full resolution and are unaffected).
+    """
+    unique = sorted(set(bands))
+    height, width = src.height, src.width
+    parts: list[np.ndarray] = []
+    factors = src.overviews(unique[0]) if height * width > _SAMPLE_EDGE * _SAMPLE_EDGE else []
+    broken_overview = None
+    if factors:
+        f = max(factors)
+        shape = (len(unique), math.ceil(height / f), math.ceil(width / f))
+        if shape[1] * shape[2] <= _SAMPLE_OVERVIEW_PIXELS:
+            try:
+                parts.append(src.read(unique, out_shape=shape))
+            except Exception as exc:  # noqa: BLE001 - a broken overview only costs the shortcut
+                broken_overview = gdal_reason(exc)
+    if not parts:
+        h, w = min(_SAMPLE_EDGE, height), min(_SAMPLE_EDGE, width)
+        corners = {(min(max(0, round(fy * height) - h // 2), height - h), min(max(0, round(fx * width) - w // 2), width - w))
+                   for fy, fx in _SAMPLE_WINDOWS}
+        from rasterio.windows import Window as RioWindow
+
+        try:
+            parts = [src.read(unique, window=RioWindow(col, row, w, h)) for row, col in sorted(corners)]
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.debug("%s: no value sample (%s)", _shown(uri), gdal_reason(exc))
+            return None
+        if broken_overview is not None:
+            log.warning("%s: its internal overviews cannot be read (%s); masks are made from the full resolution, "
+                        "which reads fine, but other tools that use the overviews will fail: rebuild them "
+                        "(gdaladdo -clean, then gdaladdo)", _shown(uri), broken_overview)
+    values = np.concatenate([p.ravel() for p in parts]).astype(np.float64)
+    keep = np.isfinite(values)
+    if nodata is not None and not math.isnan(nodata):
+        keep &= values != nodata
+    return values[keep]
+
+
+def _number(v: float) -> str:
+    """A sampled value as a person writes it: whole numbers in full, others to 6 digits."""
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
+
+
+def range_warning(uri: str, values: np.ndarray | None, dtype: str, divisor: float, card: ModelCard) -> str | None:
+    """A warning (file, range found, fix) when sampled values lie far outside the 0..divisor the
+    card scales ``dtype`` to [0, 1] from, or use so little of it (wider than 8-bit types only)
+    that the model sees a nearly uniform image; None when they fit, or nothing was sampled."""
+    if values is None or not values.size:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    found = f"{dtype} values in a sample of the tile range from {_number(lo)} to {_number(hi)}"
+    expects = f"0 to {divisor:g} that model {card.model_id} expects ({dtype} is divided by {divisor:g})"
+    if lo < -_RANGE_SLACK * divisor or hi > (1 + _RANGE_SLACK) * divisor:
+        to_type = {255.0: "-ot Byte ", 65535.0: "-ot UInt16 "}.get(divisor, "")
+        return (f"{_shown(uri)}: {found}, outside the {expects}, so the mask will likely be one or two classes; "
+                f"rescale the data to 0-{divisor:g} (e.g. gdal_translate {to_type}-scale {_number(lo)} {_number(hi)} "
+                f"0 {divisor:g}), "
+                "pick other bands with --bands, or use a model trained for such data")
+    if np.dtype(dtype).itemsize > 1 and 0 < hi < _UNDER_RANGE * divisor:
+        hint = ""
+        if np.issubdtype(np.dtype(dtype), np.unsignedinteger) and lo >= 0:
+            bits = max(int(hi).bit_length(), 1)
+            hint = (f"if it is {bits}-bit data, declare it (gdal_translate -co NBITS={bits}) so it is divided by "
+                    f"{2**bits - 1}; else ")
+        return (f"{_shown(uri)}: {found}, only {hi / divisor:.1%} of the {expects}, so the mask will likely be one "
+                f"class; {hint}rescale the data (gdal_translate -scale) or use a model trained for such data")
+    return None
+
+
 def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None,
                   tile_id: str | None = None, max_pixels: int = MAX_TILE_PIXELS,
                   fingerprint: str | None = None) -> TileSpec:
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input.
-    ``fingerprint``: the one the listing made (fingerprint_of), worked out here when not given."""
+    ``fingerprint``: the one the listing made (fingerprint_of), worked out here when not given.
+
+    Besides the header, a cheap sample of the values (see ``sample_values``) is checked against
+    the card's range: data far outside it (or using a sliver of it) still gives a mask, with one
+    warning naming the file, the range found and the fix. A CRS in which ground areas cannot be
+    computed (engineering, unknown codes, a geographic raster off the earth) gives a mask with
+    null areas and a warning, not a failure.
+    """
     from rasterio.errors import RasterioIOError
 
     tile_id = tile_id or tile_id_for(uri, root)
@@ -209,11 +349,21 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
     try:
         size = fileio.size(uri)
     except FileNotFoundError:
-        raise TileError(f"{uri}: file not found") from None
+        raise TileError(f"{uri}: file not found; check the path (a symbolic link whose target is gone looks like this)") from None
+    except OSError as exc:
+        raise TileError(f"{uri}: cannot open ({exc.strerror or exc}); a symbolic link that loops or a file this "
+                        "process may not read looks like this - fix the link or the permissions") from None
     if size == 0:
         raise TileError(f"{uri}: file is empty (0 bytes); re-copy or re-export it")
     try:
         with fileio.open_raster(uri) as src:
+            if src.count == 0:
+                raise TileError(f"{uri}: has no raster bands ({src.driver}); export the image itself, e.g. with gdal_translate")
+            pages = [name for name in src.subdatasets if name.startswith("GTIFF_DIR:")]
+            if len(pages) > 1:
+                raise TileError(
+                    f"{uri}: holds {len(pages)} images (pages) and tileseg segments one image per file; extract each "
+                    f"page (e.g. gdal_translate GTIFF_DIR:2:{uri} page2.tif) and segment those")
             colorinterp = [ci.name for ci in src.colorinterp]
             width, height = src.width, src.height
             dtype = src.dtypes[0]
@@ -223,19 +373,34 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
             flags = src.mask_flag_enums
             nbits_tag = src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
             dtypes = set(src.dtypes)
+            if len(dtypes) > 1:
+                raise TileError(f"{uri}: bands have different data types ({', '.join(sorted(dtypes))}); convert to one type")
+            if np.dtype(dtype).kind == "c":
+                raise TileError(f"{uri}: complex data ({dtype}) is not imagery; convert to real values")
+            if width > MAX_TILE_EDGE or height > MAX_TILE_EDGE:
+                raise TileError(f"{uri}: {width}x{height} px exceeds the {MAX_TILE_EDGE} px edge limit; split it first")
+            if width * height > max_pixels:
+                raise TileError(f"{uri}: {width}x{height} px ({width * height / 1e6:,.0f} MPix) exceeds the limit of "
+                                f"{max_pixels / 1e6:,.0f} MPix per tile; split it first, or raise --max_tile_pixels")
+            decoded = decoded_block_bytes(src)
+            if decoded > MAX_DECODED_BLOCK_BYTES:
+                raise TileError(
+                    f"{uri}: stores its pixels in compressed blocks of {decoded / 2**20:,.0f} MiB each once decoded "
+                    "(e.g. one strip for the whole image), so every window read would decode a whole block again; "
+                    f"rewrite it tiled, e.g. gdal_translate -co TILED=YES -co COMPRESS=DEFLATE {uri} tiled.tif")
+            bands = match_bands(colorinterp, card.input_bands, uri, bands_override)
+            divisor = scale_divisor(dtype, int(nbits_tag) if nbits_tag else None, card)
+            warning = range_warning(uri, sample_values(src, bands, nodata, uri), dtype, divisor, card)
+    except TileError:
+        raise
     except RasterioIOError as exc:
-        raise TileError(f"{uri}: not a readable raster ({exc}); "
+        raise TileError(f"{uri}: not a readable raster ({gdal_reason(exc)}); "
                         "check that the file is complete and a format GDAL reads") from None
-    if len(dtypes) > 1:
-        raise TileError(f"{uri}: bands have different data types {sorted(dtypes)}; convert to one type")
-    if np.dtype(dtype).kind == "c":
-        raise TileError(f"{uri}: complex data ({dtype}) is not imagery; convert to real values")
-    if width > MAX_TILE_EDGE or height > MAX_TILE_EDGE:
-        raise TileError(f"{uri}: {width}x{height} px exceeds the {MAX_TILE_EDGE} px edge limit; split it first")
-    if width * height > max_pixels:
-        raise TileError(f"{uri}: {width}x{height} px ({width * height / 1e6:,.0f} MPix) exceeds the limit of "
-                        f"{max_pixels / 1e6:,.0f} MPix per tile; split it first, or raise --max_tile_pixels")
-    bands = match_bands(colorinterp, card.input_bands, uri, bands_override)
+    except Exception as exc:  # noqa: BLE001 - GDAL and PROJ raise many types for damaged headers
+        raise TileError(f"{uri}: cannot read its header ({type(exc).__name__}: {gdal_reason(exc)}); "
+                        "check that the file is complete and a format GDAL reads") from None
+    if warning:
+        log.warning("%s", warning)
     from rasterio.enums import MaskFlags
 
     auth = crs.to_authority() if crs is not None else None
@@ -258,10 +423,24 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         bands=bands,
         nodata=None if nodata is None else float(nodata),
         mask_kind=mask_kind,
-        scale_divisor=scale_divisor(dtype, int(nbits_tag) if nbits_tag else None, card),
+        scale_divisor=divisor,
         fingerprint=fingerprint or _fingerprint(uri),
-        pixel_areas=pixel_area_model(crs, affine, height, width),
+        pixel_areas=_pixel_areas(uri, crs, affine, height, width),
     )
+
+
+def _pixel_areas(uri: str, crs: Any, affine: Any, height: int, width: int) -> PixelAreaModel:
+    """The tile's pixel-area model; where ground areas cannot be computed honestly (an engineering
+    or unknown CRS, a degenerate transform, a geographic raster off the earth) the mask is still
+    made, with null areas and one warning saying why and how to get areas."""
+    try:
+        return pixel_area_model(crs, affine, height, width)
+    except AreaError as exc:
+        log.warning("%s: %s; the mask is written with the file's CRS and transform but its areas (m²) are null. "
+                    "For areas, give the file a projected or geographic CRS and a matching transform "
+                    "(e.g. gdal_edit.py -a_srs EPSG:32633 FILE)", _shown(uri), exc)
+        coeffs = cast("tuple[float, float, float, float, float, float]", tuple(float(v) for v in tuple(affine)[:6]))
+        return PixelAreaModel("none", None, coeffs, None, int(height), int(width))
 
 
 class DescribeTileFn(beam.DoFn):
