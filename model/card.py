@@ -69,6 +69,10 @@ class ModelCard:
     precision_agreement: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: The training images' input statistics, per band, in [0, 1] units (raw / divisor): ``p1``,
+    #: ``p50``, ``p99``, ``mean``, ``std`` (lists of one value per input band) and ``source``.
+    #: Used to map tiles of other bit depths onto what the model has seen (transforms/radiometry.py).
+    input_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_id(self) -> str:
@@ -102,6 +106,9 @@ class ModelCard:
             raise ModelCardError(f"card {self.model_id}: halo must be >= 0 and < patch_size / 2")
         if self.output not in ("logits", "probabilities"):
             raise ModelCardError(f"card {self.model_id}: output must be logits or probabilities")
+        for key in ("p1", "p50", "p99", "mean", "std"):
+            if self.input_stats and len(self.input_stats.get(key) or ()) != n:
+                raise ModelCardError(f"card {self.model_id}: input_stats.{key} needs {n} values (one per input band)")
 
     def palette(self) -> dict[int, tuple[int, int, int, int]]:
         """Colour table for masks: class colours, and transparent black for the nodata value."""

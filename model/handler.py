@@ -27,11 +27,13 @@ OUTPUTS = ("labels", "scores")
 
 @dataclass
 class Patches:
-    """(K, Hp, Wp, C) raw patches in their source dtype, and the divisor that scales that dtype
-    to [0, 1] before the card's mean/std (normalisation runs inside the model graph)."""
+    """(K, Hp, Wp, C) raw patches in their source dtype, and the tile's mapping to [0, 1] before
+    the card's mean/std, ``(raw - offset) / divisor`` (normalisation runs inside the model graph;
+    the mapping is chosen per tile, transforms/radiometry.py)."""
 
     pixels: np.ndarray
     divisor: float
+    offset: float = 0.0
 
 
 class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
@@ -57,7 +59,7 @@ class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
     def run_inference(self, batch: Sequence[Patches], model: Predictor,
                       inference_args: dict[str, Any] | None = None) -> Iterable[np.ndarray]:
         predict = model.predict_labels if self._output == "labels" else model.predict_scores
-        return [predict(item.pixels, self._batch_size, item.divisor) for item in batch]
+        return [predict(item.pixels, self._batch_size, item.divisor, item.offset) for item in batch]
 
     def get_num_bytes(self, batch: Sequence[Patches]) -> int:
         return int(sum(item.pixels.nbytes for item in batch))

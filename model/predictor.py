@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from common import segment_array as in_memory
-from common.normalise import normalise
+from common.normalise import standardise
 from model.card import ModelCard
 from model.loading import LoadedModel, load_model
 
@@ -25,7 +25,7 @@ class Predictor:
         self.card = loaded.card
         self.precision = loaded.precision
         self.model = loaded.model
-        self._graphs: dict[tuple[str, str | None, float | None], Any] = {}
+        self._graphs: dict[tuple[str, str | None], Any] = {}
         # One Predictor serves every thread of a worker process (Beam runs a DoFn's bundles on
         # several threads and shares the loaded model between them): graphs are built under a lock.
         self._lock = threading.Lock()
@@ -34,31 +34,37 @@ class Predictor:
     def from_dir(cls, model_dir: str, precision: str = "auto", card: ModelCard | None = None) -> Predictor:
         return cls(load_model(model_dir, precision, card))
 
-    def _graph(self, kind: str, dtype: str | None, divisor: float | None) -> Any:
-        """The model with normalisation (for raw input) in front and argmax/softmax behind."""
-        key = (kind, dtype, divisor)
+    def _graph(self, kind: str, dtype: str | None) -> Any:
+        """The model with normalisation (for raw input) in front and argmax/softmax behind. One
+        graph per kind and input dtype: a tile's divisor and offset are inputs of the graph, so
+        tiles mapped differently (transforms/radiometry.py) never build (or trace) a new one."""
+        key = (kind, dtype)
         graph = self._graphs.get(key)
         if graph is not None:
             return graph
         with self._lock:
             graph = self._graphs.get(key)
             if graph is None:
-                graph = self._build_graph(kind, dtype, divisor)
+                graph = self._build_graph(kind, dtype)
                 self._graphs[key] = graph
         return graph
 
-    def _build_graph(self, kind: str, dtype: str | None, divisor: float | None) -> Any:
+    def _build_graph(self, kind: str, dtype: str | None) -> Any:
         import keras
 
         ops = keras.ops
         channels = self.card.num_bands
-        if divisor is None:
-            inputs = keras.Input((None, None, channels), dtype="float32")
+        if dtype is None:
+            inputs: Any = keras.Input((None, None, channels), dtype="float32")
             x = inputs
         else:
-            inputs = keras.Input((None, None, channels), dtype=dtype)
+            pixels = keras.Input((None, None, channels), dtype=dtype)
+            scale = keras.Input((2,), dtype="float32")  # per patch: 1 / divisor, offset
+            inv = ops.reshape(scale[:, 0], (-1, 1, 1, 1))
+            offset = ops.reshape(scale[:, 1], (-1, 1, 1, 1))
             norm = self.card.normalisation
-            x = normalise(ops.cast(inputs, "float32"), divisor, norm.mean, norm.std)
+            x = standardise((ops.cast(pixels, "float32") - offset) * inv, norm.mean, norm.std)
+            inputs = [pixels, scale]
         out = self.model(x)
         if kind == "labels":
             result = ops.cast(ops.argmax(out, axis=-1), "uint8")
@@ -68,7 +74,8 @@ class Predictor:
         graph.make_predict_function()  # built here, under the lock, not lazily by the first caller
         return graph
 
-    def _run(self, kind: str, patches: np.ndarray, batch_size: int, divisor: float | None) -> np.ndarray:
+    def _run(self, kind: str, patches: np.ndarray, batch_size: int, divisor: float | None,
+             offset: float = 0.0) -> np.ndarray:
         if patches.ndim != 4:
             raise ValueError(f"patches must be (N, H, W, C), got shape {patches.shape}")
         m = self.card.size_multiple
@@ -76,22 +83,30 @@ class Predictor:
             raise ValueError(f"patch size {patches.shape[1:3]} must be a multiple of {m}")
         if divisor is None and patches.dtype != np.float32:
             raise ValueError("normalised patches must be float32; pass divisor= for raw pixels")
-        graph = self._graph(kind, None if divisor is None else patches.dtype.name, divisor)
-        outs = [np.asarray(graph.predict_on_batch(patches[i:i + batch_size]))
-                for i in range(0, len(patches), batch_size)]
+        graph = self._graph(kind, None if divisor is None else patches.dtype.name)
+        outs = []
+        for i in range(0, len(patches), batch_size):
+            batch = patches[i:i + batch_size]
+            if divisor is None:
+                outs.append(np.asarray(graph.predict_on_batch(batch)))
+            else:
+                scale = np.tile(np.array([1.0 / divisor, offset], np.float32), (len(batch), 1))
+                outs.append(np.asarray(graph.predict_on_batch([batch, scale])))
         return np.concatenate(outs, axis=0)
 
-    def predict_labels(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None) -> np.ndarray:
+    def predict_labels(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None,
+                       offset: float = 0.0) -> np.ndarray:
         """(N, H, W, C) → (N, H, W) uint8 class indexes.
 
         Without ``divisor`` the patches are normalised float32; with it they are raw pixels
-        normalised in the graph as the model card says (``raw / divisor``, then mean/std).
+        normalised in the graph as the model card says (``(raw - offset) / divisor``, then mean/std).
         """
-        return self._run("labels", patches, batch_size, divisor)
+        return self._run("labels", patches, batch_size, divisor, offset)
 
-    def predict_scores(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None) -> np.ndarray:
+    def predict_scores(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None,
+                       offset: float = 0.0) -> np.ndarray:
         """(N, H, W, C) → (N, H, W, K) float32 class probabilities (same input rules)."""
-        return self._run("scores", patches, batch_size, divisor)
+        return self._run("scores", patches, batch_size, divisor, offset)
 
     # In-memory images through the pipeline's own plan → patch → predict → stitch code
     # (common/segment_array.py), with this model's patch grid unless told otherwise.

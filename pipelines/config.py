@@ -20,6 +20,7 @@ from common.safepath import UnsafePathError, check_segment
 from model.card import ModelCard, ModelCardError, load_card
 from model.loading import PRECISIONS, check_model
 from model.shipped import DEFAULT_MODEL
+from transforms import radiometry
 from transforms.listing import list_inputs, normalise_pattern
 from transforms.masks import MASK_FORMAT_VERSION, OutputLayout
 from transforms.plan import PlanArgs
@@ -57,6 +58,9 @@ class SegmentOptions(PipelineOptions):
         parser.add_argument("--max_tile_pixels", type=int, default=MAX_TILE_PIXELS,
                             help=f"a tile with more pixels fails at once (default {MAX_TILE_PIXELS:,})")
         parser.add_argument("--run_id", default=None, help="names this run's stats/failures files (default: time + random)")
+        parser.add_argument("--radiometry", default="card", choices=radiometry.MODES,
+                            help="integer data wider than 8 bits without NBITS: card (default: infer the bit depth, "
+                                 "map far darker images onto the training images), stretch (p1-p99 to 0-1), none")
         parser.add_argument("--model_copies", type=int, default=0,
                             help="0: each worker process loads the model (default); N: N copies per machine, "
                                  "shared by its processes (for models too big to load once per process)")
@@ -112,6 +116,7 @@ class SegmentConfig:
     #: first, each tile's blocks straight through; otherwise blocks are spread over workers.
     in_process: bool = True
     model_copies: int = 0
+    radiometry: str = "card"
 
     @property
     def plan_args(self) -> PlanArgs:
@@ -127,7 +132,7 @@ class SegmentConfig:
             model=self.card.model_id, card=self.card.to_json(), stitch=self.stitch, bands=self.bands,
             patch=self.patch_size, halo=self.halo,
             patches_per_block=self.patches_per_block if self.stitch == "blend" else None,
-            writer=MASK_FORMAT_VERSION,
+            writer=MASK_FORMAT_VERSION, radiometry=self.radiometry,
         )
 
     @property
@@ -208,5 +213,5 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         input=pattern, output=output, model_dir=o.model, card=card, precision=o.precision,
         batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,
         patches_per_block=o.patches_per_block, overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
-        root=root, uris=tuple(uris), in_process=in_process, model_copies=o.model_copies,
+        root=root, uris=tuple(uris), in_process=in_process, model_copies=o.model_copies, radiometry=o.radiometry,
     )

@@ -57,7 +57,7 @@ class SegmentTiles(beam.PTransform):
             todo, reused = files, files.pipeline | "NothingReused" >> beam.Create([])
         else:
             todo, reused = files | "SkipDone" >> SkipDone(c.card, c.layout, c.settings, c.precision)
-        tiles = todo | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels)
+        tiles = todo | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels, c.radiometry)
         ordered = tiles.main | "SmallestFirst" >> SmallestFirst() if c.in_process else tiles.main
         plan = ordered | "PlanBlocks" >> PlanBlocks(c.plan_args, spread=not c.in_process)
         read = plan.main | "ReadBlocks" >> ReadBlocks()

@@ -101,6 +101,7 @@ EXAMPLES = {
     "overwrite": (["true", "false"], ["yes", "1", "True", ""]),
     "max_tile_pixels": (["5000000000", "1"], ["0", "5e9", "5,000,000,000", ""]),
     "model_copies": (["0", "2"], ["-1", "two", ""]),
+    "radiometry": (["card", "stretch", "none"], ["Card", "auto", ""]),
     "run_id": (["20240101T020000Z-abc123", "nightly_1", "run.2"],
                ["../escape", ".hidden", "a/b", "x" * 129, "", "a b"]),
 }

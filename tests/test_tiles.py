@@ -78,8 +78,11 @@ def card(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_uint16_scaling_respects_nbits(tmp_path: Path, card) -> None:  # type: ignore[no-untyped-def]
     data = np.full((3, 4, 4), 4095, np.uint16)
-    plain = describe_tile(_tif(tmp_path / "a.tif", data, photometric="RGB"), str(tmp_path), card)
+    plain = describe_tile(_tif(tmp_path / "a.tif", data, photometric="RGB"), str(tmp_path), card,
+                          radiometry_mode="none")
     assert plain.scale_divisor == card.normalisation.divisor_for("uint16")
+    inferred = describe_tile(_tif(tmp_path / "c.tif", data, photometric="RGB"), str(tmp_path), card)
+    assert inferred.scale_divisor == 4095.0 and inferred.radiometry.startswith("inferred 12-bit")
     twelve = describe_tile(_tif(tmp_path / "b.tif", data, photometric="RGB", nbits=12), str(tmp_path), card)
     assert twelve.scale_divisor == 4095.0
 

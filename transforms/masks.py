@@ -138,6 +138,7 @@ def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
         "TILESEG_CLASSES": json.dumps([c.name for c in card.classes]),
         "TILESEG_SOURCE": result.source_uri,
         "TILESEG_PRECISION": result.precision,
+        "TILESEG_RADIOMETRY": result.radiometry,
         TAG_FINGERPRINT: result.fingerprint,
         TAG_SETTINGS: result.settings,
         TAG_RESULT: result.to_json(),

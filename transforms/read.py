@@ -98,7 +98,7 @@ def read_block(tile: TileSpec, block: BlockSpec) -> tuple[BlockContext, Patches]
             f"{max(w.col, 0)}-{min(w.col_stop, tile.width) - 1} ({gdal_reason(exc)}); "
             "the file is probably truncated or corrupt - re-copy or re-export it"
         ) from None
-    patches = Patches(patchify(raw, block.patches), tile.scale_divisor)
+    patches = Patches(patchify(raw, block.patches), tile.scale_divisor, tile.scale_offset)
     return BlockContext(tile, block, valid), patches
 
 

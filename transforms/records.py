@@ -34,6 +34,7 @@ STATS_SCHEMA = pa.schema([
     ("pixel_size_m", pa.float64()),
     ("processed_at", pa.timestamp("us", tz="UTC")),  # when the mask was made
     ("reused", pa.bool_()),  # true: the mask is an earlier run's, skipped as up to date; rows from its tags
+    ("radiometry", pa.string()),  # how raw values were mapped to the model's input (transforms/radiometry.py)
 ])
 
 FAILURE_SCHEMA = pa.schema([

@@ -46,12 +46,13 @@ class TileResult:
     processed_at: dt.datetime
     reused: bool = False
     mask_bytes: int | None = None
+    radiometry: str = ""
 
     @classmethod
     def of_tile(cls, tile: TileSpec, settings: str, mask_uri: str, precision: str, counts: tuple[int, ...],
                 areas: tuple[float, ...] | None, run_id: str, processed_at: dt.datetime) -> TileResult:
         return cls(tile.tile_id, tile.uri, tile.fingerprint, settings, mask_uri, precision, tile.pixels, tile.crs,
-                   tile.pixel_areas.pixel_size_m(), counts, areas, run_id, processed_at)
+                   tile.pixel_areas.pixel_size_m(), counts, areas, run_id, processed_at, radiometry=tile.radiometry)
 
     def to_json(self) -> str:
         """The stored form (mask tag, manifest), without ``reused`` and ``mask_bytes``."""
@@ -72,6 +73,7 @@ class TileResult:
             counts=tuple(int(c) for c in data["counts"]),
             areas=None if areas is None else tuple(float(a) for a in areas),
             run_id=str(data["run_id"]), processed_at=dt.datetime.fromisoformat(data["processed_at"]),
+            radiometry=str(data.get("radiometry", "")),
         )
 
     def stats_rows(self, card: ModelCard) -> list[dict[str, Any]]:
@@ -95,6 +97,7 @@ class TileResult:
                 "pixel_size_m": self.pixel_size_m,
                 "processed_at": self.processed_at,
                 "reused": self.reused,
+                "radiometry": self.radiometry,
             }
             for c in card.classes
         ]

@@ -23,6 +23,7 @@ from common import fileio
 from common.areas import AreaError, PixelAreaModel, pixel_area_model
 from common.safepath import UnsafePathError, check_relative
 from model.card import ModelCard
+from transforms import radiometry
 from transforms.failures import FAILED, StageOutput, keyed_failure
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ class TileSpec:
     scale_divisor: float
     fingerprint: str
     pixel_areas: PixelAreaModel
+    #: With ``scale_divisor``: ``(raw - scale_offset) / scale_divisor`` is in [0, 1]; ``radiometry``
+    #: says how that mapping was chosen (transforms/radiometry.py).
+    scale_offset: float = 0.0
+    radiometry: str = ""
 
     @property
     def pixels(self) -> int:
@@ -328,7 +333,7 @@ def range_warning(uri: str, values: np.ndarray | None, dtype: str, divisor: floa
 
 def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None,
                   tile_id: str | None = None, max_pixels: int = MAX_TILE_PIXELS,
-                  fingerprint: str | None = None) -> TileSpec:
+                  fingerprint: str | None = None, radiometry_mode: str = "card") -> TileSpec:
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input.
     ``fingerprint``: the one the listing made (fingerprint_of), worked out here when not given.
 
@@ -389,8 +394,13 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
                     "(e.g. one strip for the whole image), so every window read would decode a whole block again; "
                     f"rewrite it tiled, e.g. gdal_translate -co TILED=YES -co COMPRESS=DEFLATE {uri} tiled.tif")
             bands = match_bands(colorinterp, card.input_bands, uri, bands_override)
-            divisor = scale_divisor(dtype, int(nbits_tag) if nbits_tag else None, card)
-            warning = range_warning(uri, sample_values(src, bands, nodata, uri), dtype, divisor, card)
+            values = sample_values(src, bands, nodata, uri)
+            mapping = radiometry.choose(dtype, int(nbits_tag) if nbits_tag else None, values, card, radiometry_mode)
+            if mapping.offset == 0 and mapping.divisor == card.normalisation.divisor_for(dtype):
+                warning = range_warning(uri, values, dtype, mapping.divisor, card)
+            else:
+                warning = None  # mapped onto what the model knows; the mapping is logged below
+                log.info("%s: %s", _shown(uri), mapping.how)
     except TileError:
         raise
     except RasterioIOError as exc:
@@ -423,7 +433,9 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         bands=bands,
         nodata=None if nodata is None else float(nodata),
         mask_kind=mask_kind,
-        scale_divisor=divisor,
+        scale_divisor=mapping.divisor,
+        scale_offset=mapping.offset,
+        radiometry=mapping.how,
         fingerprint=fingerprint or _fingerprint(uri),
         pixel_areas=_pixel_areas(uri, crs, affine, height, width),
     )
@@ -447,16 +459,17 @@ class DescribeTileFn(beam.DoFn):
     """InputFile → TileSpec, or a keyed failure record on the ``failed`` output."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
-                 max_pixels: int = MAX_TILE_PIXELS) -> None:
+                 max_pixels: int = MAX_TILE_PIXELS, radiometry_mode: str = "card") -> None:
         self._root = root
         self._card = card
         self._bands = bands
         self._max_pixels = max_pixels
+        self._radiometry = radiometry_mode
 
     def process(self, element: InputFile) -> Iterator[object]:
         try:
             yield describe_tile(element.uri, self._root, self._card, self._bands, element.tile_id, self._max_pixels,
-                                element.fingerprint)
+                                element.fingerprint, self._radiometry)
         except Exception as exc:  # noqa: BLE001 - any bad file becomes a failure row, never a crash
             yield keyed_failure(element.uri, element.tile_id, "discover", exc)
 
@@ -465,9 +478,9 @@ class DiscoverTiles(beam.PTransform):
     """InputFiles → TileSpecs (main) and the files that cannot be used (failed)."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
-                 max_pixels: int = MAX_TILE_PIXELS) -> None:
+                 max_pixels: int = MAX_TILE_PIXELS, radiometry_mode: str = "card") -> None:
         super().__init__()
-        self._fn = DescribeTileFn(root, card, bands, max_pixels)
+        self._fn = DescribeTileFn(root, card, bands, max_pixels, radiometry_mode)
 
     def expand(self, uris: beam.PCollection) -> StageOutput:
         out = uris | "DescribeTiles" >> beam.ParDo(self._fn).with_outputs(FAILED, main="main")
