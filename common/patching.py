@@ -39,6 +39,11 @@ def tent(length: int) -> np.ndarray:
 
 def stitch_scores(block: BlockSpec, scores: np.ndarray) -> np.ndarray:
     """Blend: (K, Hp, Wp, N) patch scores → (h, w) core labels (uint8) of ``block``."""
+    return np.argmax(blend_scores(block, scores), axis=-1).astype(np.uint8)
+
+
+def blend_scores(block: BlockSpec, scores: np.ndarray) -> np.ndarray:
+    """Blend: (K, Hp, Wp, N) patch scores → (h, w, N) tent-weighted sums over ``block``'s core."""
     # Only the core is needed: accumulate over the core's rows/cols of the window.
     acc = np.zeros((*block.core.shape, scores.shape[-1]), dtype=np.float32)
     ph, pw = block.patch_shape
@@ -50,7 +55,7 @@ def stitch_scores(block: BlockSpec, scores: np.ndarray) -> np.ndarray:
             continue
         sl = overlap.relative_to(patch).toslices()
         acc[overlap.relative_to(block.core).toslices()] += scores[k][sl] * weight[sl][..., None]
-    return np.argmax(acc, axis=-1).astype(np.uint8)
+    return acc
 
 
 def core_of_window(block: BlockSpec, array: np.ndarray) -> np.ndarray:

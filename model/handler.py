@@ -37,7 +37,7 @@ class Patches:
 
 
 class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
-    """Patches → (K, Hp, Wp) uint8 labels, or (K, Hp, Wp, N) float32 class scores."""
+    """Patches → (K, Hp, Wp, 2) uint8 labels and confidence, or (K, Hp, Wp, N) float32 class scores."""
 
     def __init__(self, model_dir: str, card: ModelCard, precision: str = "auto", batch_size: int = 4,
                  output: str = "labels", model_copies: int = 0) -> None:
@@ -58,7 +58,8 @@ class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
 
     def run_inference(self, batch: Sequence[Patches], model: Predictor,
                       inference_args: dict[str, Any] | None = None) -> Iterable[np.ndarray]:
-        predict = model.predict_labels if self._output == "labels" else model.predict_scores
+        # Labels travel with the model's confidence in them (uint8), for the tile's confidence summary.
+        predict = model.predict_labels_confidence if self._output == "labels" else model.predict_scores
         return [predict(item.pixels, self._batch_size, item.divisor, item.offset) for item in batch]
 
     def get_num_bytes(self, batch: Sequence[Patches]) -> int:

@@ -72,13 +72,14 @@ def _patches(path: str, predictor: Any, patch: int, halo: int, ppb: int, limit: 
 
 
 def bare_throughput(predictor: Any, patches: np.ndarray, batch_size: int, seconds: float, divisor: float) -> float:
-    """MPix/s of patch pixels for ``predictor.predict_labels`` in a plain loop (after warm-up)."""
-    predictor.predict_labels(patches[:batch_size], batch_size, divisor)
+    """MPix/s of patch pixels for ``predictor.predict_labels_confidence`` (what the pipeline's
+    handler runs) in a plain loop (after warm-up)."""
+    predictor.predict_labels_confidence(patches[:batch_size], batch_size, divisor)
     done = 0
     start = time.perf_counter()
     while True:
         for i in range(0, len(patches) - batch_size + 1, batch_size):
-            predictor.predict_labels(patches[i:i + batch_size], batch_size, divisor)
+            predictor.predict_labels_confidence(patches[i:i + batch_size], batch_size, divisor)
             done += batch_size
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:

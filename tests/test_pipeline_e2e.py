@@ -259,14 +259,14 @@ def test_model_that_fails_at_inference_fails_its_tiles_not_the_run(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from model.predictor import Predictor
 
-    real = Predictor.predict_labels
+    real = Predictor.predict_labels_confidence
 
     def flaky(self: Predictor, patches: np.ndarray, *args: object, **kw: object) -> np.ndarray:
         if patches.max() == 200:  # the pixels of tile a
             raise RuntimeError("device out of memory")
         return real(self, patches, *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Predictor, "predict_labels", flaky)
+    monkeypatch.setattr(Predictor, "predict_labels_confidence", flaky)
     src = tmp_path / "in"
     src.mkdir()
     write_raster(src / "a.tif", np.full((3, 40, 40), 200, np.uint8), photometric="RGB")
@@ -301,3 +301,25 @@ def test_plain_jpeg_and_png_frames(tmp_path: Path, model_dir: str) -> None:
     rows = pq.read_table(summary.stats_uri).to_pylist()
     assert all(r["area_m2"] is None and r["crs"] is None for r in rows)
     assert sum(r["pixel_count"] for r in rows if r["tile_id"] == "street") == 97 * 131
+
+
+def test_each_tile_reports_the_models_mean_confidence(tmp_path: Path, model_dir: str) -> None:
+    """The stats' mean_confidence is the mean over the tile's valid pixels of the model's
+    probability of the class it chose, as a whole-image pass gives it (to the 1/255 it travels in)."""
+    from model.predictor import Predictor
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    pixels = rng.integers(0, 256, (3, 96, 80), dtype=np.uint8)
+    pixels[:, :10, :] = 0
+    write_raster(src / "t.tif", pixels, photometric="RGB", nodata=0)
+    for stitch in ("overlap", "blend"):
+        summary = run(["--input", str(src), "--output", str(tmp_path / stitch), "--model", model_dir,
+                       "--precision", "float32", "--stitch", stitch])
+        (confidence,) = {r["mean_confidence"] for r in pq.read_table(summary.stats_uri).to_pylist()}
+        image = np.moveaxis(pixels, 0, -1)
+        scores = Predictor.from_dir(model_dir, "float32").segment_scores(image, 255.0)
+        valid = np.any(image != 0, axis=-1)
+        expected = float(scores.max(-1)[valid].mean())
+        assert 0 < confidence <= 1 and confidence == pytest.approx(expected, abs=3e-3), (stitch, confidence, expected)

@@ -109,6 +109,8 @@ def stage_core(core: BlockCore, layout: OutputLayout) -> str:
                                      "core": np.array([w.row, w.col, w.height, w.width], np.int64)}
     if core.areas is not None:
         arrays["areas"] = np.asarray(core.areas, np.float64)
+    if core.confidence_sum is not None:
+        arrays["confidence"] = np.asarray(core.confidence_sum, np.float64)
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **arrays)
     fileio.makedirs(folder)
@@ -145,10 +147,12 @@ def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
     }
 
 
-def _totals(core_uris: list[str]) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
-    """Per-class counts and areas of the tile, from the staged cores' small arrays only."""
+def _totals(core_uris: list[str]) -> tuple[tuple[int, ...], tuple[float, ...] | None, float | None]:
+    """Per-class counts and areas of the tile and the sum of its confidence, from the staged
+    cores' small arrays only."""
     counts: np.ndarray | None = None
     areas: np.ndarray | None = None
+    confidence: float | None = 0.0
     have_areas = True
     for uri in core_uris:
         with fileio.open_file(uri, "rb") as f:
@@ -160,8 +164,11 @@ def _totals(core_uris: list[str]) -> tuple[tuple[int, ...], tuple[float, ...] | 
                 areas = a if areas is None else areas + a
             else:
                 have_areas = False
+            confidence = None if confidence is None or "confidence" not in data.files \
+                else confidence + float(data["confidence"])
     assert counts is not None
-    return tuple(int(v) for v in counts), (tuple(float(v) for v in areas) if have_areas and areas is not None else None)
+    return (tuple(int(v) for v in counts), (tuple(float(v) for v in areas) if have_areas and areas is not None else None),
+            confidence)
 
 
 def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_local: str,
@@ -283,10 +290,12 @@ class TileFinisher:
 
     def _publish(self, tile: TileSpec, folder: str, cores: list[str]) -> TileResult:
         core_uris = [fileio.join(folder, name + CORE_SUFFIX) for name in cores]
-        counts, areas = _totals(core_uris)
+        counts, areas, confidence = _totals(core_uris)
         mask_uri = self._layout.mask_uri(tile.tile_id)
+        valid = sum(counts)
         result = TileResult.of_tile(tile, self._settings.key(self.precision), mask_uri, self.precision, counts,
-                                    areas, self._layout.run_id, now_utc())
+                                    areas, self._layout.run_id, now_utc(),
+                                    None if confidence is None or not valid else round(confidence / valid, 6))
         with fileio.local_scratch() as tmpdir:
             local = fileio.join(tmpdir, "mask.tif")
             write_mask_cog(tile, core_uris, self._card, local, mask_tags(self._card, result))

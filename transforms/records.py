@@ -35,6 +35,7 @@ STATS_SCHEMA = pa.schema([
     ("processed_at", pa.timestamp("us", tz="UTC")),  # when the mask was made
     ("reused", pa.bool_()),  # true: the mask is an earlier run's, skipped as up to date; rows from its tags
     ("radiometry", pa.string()),  # how raw values were mapped to the model's input (transforms/radiometry.py)
+    ("mean_confidence", pa.float64()),  # the tile's mean probability of the chosen class, over valid pixels
 ])
 
 FAILURE_SCHEMA = pa.schema([

@@ -47,12 +47,16 @@ class TileResult:
     reused: bool = False
     mask_bytes: int | None = None
     radiometry: str = ""
+    #: Mean over valid pixels of the model's probability of the class it chose (None: no valid pixel).
+    mean_confidence: float | None = None
 
     @classmethod
     def of_tile(cls, tile: TileSpec, settings: str, mask_uri: str, precision: str, counts: tuple[int, ...],
-                areas: tuple[float, ...] | None, run_id: str, processed_at: dt.datetime) -> TileResult:
+                areas: tuple[float, ...] | None, run_id: str, processed_at: dt.datetime,
+                mean_confidence: float | None = None) -> TileResult:
         return cls(tile.tile_id, tile.uri, tile.fingerprint, settings, mask_uri, precision, tile.pixels, tile.crs,
-                   tile.pixel_areas.pixel_size_m(), counts, areas, run_id, processed_at, radiometry=tile.radiometry)
+                   tile.pixel_areas.pixel_size_m(), counts, areas, run_id, processed_at, radiometry=tile.radiometry,
+                   mean_confidence=mean_confidence)
 
     def to_json(self) -> str:
         """The stored form (mask tag, manifest), without ``reused`` and ``mask_bytes``."""
@@ -74,6 +78,7 @@ class TileResult:
             areas=None if areas is None else tuple(float(a) for a in areas),
             run_id=str(data["run_id"]), processed_at=dt.datetime.fromisoformat(data["processed_at"]),
             radiometry=str(data.get("radiometry", "")),
+            mean_confidence=None if data.get("mean_confidence") is None else float(data["mean_confidence"]),
         )
 
     def stats_rows(self, card: ModelCard) -> list[dict[str, Any]]:
@@ -98,6 +103,7 @@ class TileResult:
                 "processed_at": self.processed_at,
                 "reused": self.reused,
                 "radiometry": self.radiometry,
+                "mean_confidence": self.mean_confidence,
             }
             for c in card.classes
         ]

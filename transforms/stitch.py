@@ -16,7 +16,7 @@ import apache_beam as beam
 import numpy as np
 
 from common.areas import class_areas_m2
-from common.patching import core_of_window, stitch_labels, stitch_scores
+from common.patching import blend_scores, core_of_window, stitch_labels
 from common.plan import BlockSpec
 from model.card import ModelCard
 from transforms.failures import StageOutput, block_failure, guarded
@@ -27,25 +27,41 @@ from transforms.tiles import TileSpec
 @dataclass
 class BlockCore:
     """A block's final labels over its core: (h, w) uint8 with ``mask_nodata`` where invalid,
-    per-class valid pixel counts (int64) and areas in m² (float64, None without a CRS)."""
+    per-class valid pixel counts (int64), areas in m² (float64, None without a CRS), and the sum
+    over its valid pixels of the model's probability of the class it chose (None when the model's
+    output carried none: plain labels)."""
 
     tile: TileSpec
     block: BlockSpec
     labels: np.ndarray
     counts: np.ndarray
     areas: np.ndarray | None
+    confidence_sum: float | None = None
 
 
 def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard) -> BlockCore:
-    """(K, Hp, Wp) labels or (K, Hp, Wp, N) scores of ``ctx.block``'s patches → its BlockCore."""
+    """The model's output for ``ctx.block``'s patches → its BlockCore. Outputs are (K, Hp, Wp)
+    labels, (K, Hp, Wp, 2) uint8 labels and confidence (255ths), or (K, Hp, Wp, N) float scores."""
     block = ctx.block
-    labels = stitch_labels(block, outputs) if outputs.ndim == 3 else stitch_scores(block, outputs)
+    confidence: np.ndarray | None = None
+    if outputs.ndim == 3:
+        labels = stitch_labels(block, outputs)
+    elif outputs.dtype == np.uint8 and outputs.shape[-1] == 2:
+        labels = stitch_labels(block, outputs[..., 0])
+        confidence = stitch_labels(block, outputs[..., 1]).astype(np.float64) / 255.0
+    else:
+        blended = blend_scores(block, outputs)
+        labels = np.argmax(blended, axis=-1).astype(np.uint8)
+        total = blended.sum(axis=-1)
+        confidence = np.divide(blended.max(axis=-1), total, out=np.zeros_like(total), where=total > 0)
     valid = core_of_window(block, ctx.valid)
     core = block.core
     row_areas = ctx.tile.pixel_areas.row_areas_m2(core.row, core.row_stop, core.col, core.col_stop)
     counts, areas = class_areas_m2(labels, valid, card.num_classes, row_areas)
     labels = np.where(valid, labels, np.uint8(card.mask_nodata)).astype(np.uint8)
-    return BlockCore(tile=ctx.tile, block=block, labels=labels, counts=counts, areas=areas)
+    confidence_sum = None if confidence is None else float(confidence[valid].sum(dtype=np.float64))
+    return BlockCore(tile=ctx.tile, block=block, labels=labels, counts=counts, areas=areas,
+                     confidence_sum=confidence_sum)
 
 
 class StitchBlocks(beam.PTransform):
