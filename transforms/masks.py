@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,16 +122,54 @@ def stage_core(core: BlockCore, layout: OutputLayout) -> str:
 def stage_failure(failure: BlockFailure, layout: OutputLayout) -> None:
     folder = layout.staging_dir(failure.tile.tile_id)
     fileio.makedirs(folder)
-    with fileio.open_file(fileio.join(folder, _block_name(failure.block) + FAIL_SUFFIX), "w") as f:
-        json.dump({**failure.record, "failed_at": failure.record["failed_at"].isoformat()}, f)
+    _write_record(fileio.join(folder, _block_name(failure.block) + FAIL_SUFFIX), failure.record)
 
 
-def load_core(uri: str) -> tuple[Window, np.ndarray]:
-    """(core window in tile pixels, labels) of a staged core."""
+def _write_record(uri: str, record: dict[str, Any]) -> None:
+    """A failure record as JSON (its time as ISO text), read back by _record_from_json."""
+    with fileio.open_file(uri, "w") as f:
+        json.dump({**record, "failed_at": record["failed_at"].isoformat()}, f)
+
+
+@dataclass
+class StagedCore:
+    """A staged block core as read back: its window in tile pixels, labels and small totals."""
+
+    window: Window
+    labels: np.ndarray
+    counts: np.ndarray
+    areas: np.ndarray | None
+    confidence: float | None
+
+
+def load_core(uri: str) -> StagedCore:
     with fileio.open_file(uri, "rb") as f:
         data = np.load(io.BytesIO(f.read()), allow_pickle=False)
         row, col, height, width = (int(v) for v in data["core"])
-        return Window(row, col, height, width), data["labels"]
+        return StagedCore(Window(row, col, height, width), data["labels"], data["counts"].astype(np.int64),
+                          data["areas"].astype(np.float64) if "areas" in data.files else None,
+                          float(data["confidence"]) if "confidence" in data.files else None)
+
+
+@dataclass(frozen=True)
+class TileTotals:
+    """A tile's per-class valid pixel counts, ground areas (None unless every core has them) and
+    sum of the model's confidence over its valid pixels (likewise)."""
+
+    counts: tuple[int, ...]
+    areas: tuple[float, ...] | None
+    confidence: float | None
+
+    @classmethod
+    def of(cls, parts: list[tuple[np.ndarray, np.ndarray | None, float | None]]) -> TileTotals:
+        """Sum the (counts, areas, confidence) of a tile's cores."""
+        counts = np.sum([c for c, _, _ in parts], axis=0, dtype=np.int64)
+        areas = [a for _, a, _ in parts if a is not None]
+        summed = np.sum(areas, axis=0, dtype=np.float64) if len(areas) == len(parts) else None
+        confidence = [c for _, _, c in parts]
+        return cls(tuple(int(v) for v in np.atleast_1d(counts)),
+                   None if summed is None else tuple(float(v) for v in np.atleast_1d(summed)),
+                   None if any(c is None for c in confidence) else float(sum(c or 0.0 for c in confidence)))
 
 
 def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
@@ -147,33 +185,12 @@ def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
     }
 
 
-def _totals(core_uris: list[str]) -> tuple[tuple[int, ...], tuple[float, ...] | None, float | None]:
-    """Per-class counts and areas of the tile and the sum of its confidence, from the staged
-    cores' small arrays only."""
-    counts: np.ndarray | None = None
-    areas: np.ndarray | None = None
-    confidence: float | None = 0.0
-    have_areas = True
-    for uri in core_uris:
-        with fileio.open_file(uri, "rb") as f:
-            data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-            c = data["counts"].astype(np.int64)
-            counts = c if counts is None else counts + c
-            if "areas" in data.files:
-                a = data["areas"].astype(np.float64)
-                areas = a if areas is None else areas + a
-            else:
-                have_areas = False
-            confidence = None if confidence is None or "confidence" not in data.files \
-                else confidence + float(data["confidence"])
-    assert counts is not None
-    return (tuple(int(v) for v in counts), (tuple(float(v) for v in areas) if have_areas and areas is not None else None),
-            confidence)
-
-
 def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_local: str,
-                   tags: dict[str, str]) -> None:
-    """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags)."""
+                   tags_for: Callable[[TileTotals], dict[str, str]]) -> None:
+    """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags).
+
+    Each core is read once: its labels go into the mask and its totals into the tile's, which
+    ``tags_for`` turns into the mask's tags once every core is in."""
     import rasterio
     from affine import Affine
     from rasterio.crs import CRS
@@ -198,13 +215,16 @@ def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_lo
         profile["crs"] = CRS.from_wkt(tile.crs_wkt)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
+            parts = []  # each core's small totals; its labels are written and let go
             for uri in core_uris:
-                window, labels = load_core(uri)
-                if labels.shape != window.shape:
-                    raise MaskWriteError(f"{tile.uri}: staged block {uri} has shape {labels.shape}, expected {window.shape}")
-                dst.write(labels, 1, window=window.to_rasterio())
+                core = load_core(uri)
+                if core.labels.shape != core.window.shape:
+                    raise MaskWriteError(f"{tile.uri}: staged block {uri} has shape {core.labels.shape}, "
+                                         f"expected {core.window.shape}")
+                dst.write(core.labels, 1, window=core.window.to_rasterio())
+                parts.append((core.counts, core.areas, core.confidence))
             dst.write_colormap(1, card.palette())
-            dst.update_tags(**tags)
+            dst.update_tags(**tags_for(TileTotals.of(parts)))
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
             rio_copy(
                 tmp, out_local, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=MASK_BLOCK,
@@ -282,24 +302,27 @@ class TileFinisher:
         written."""
         _remove_cores(folder)
         try:
-            with fileio.open_file(fileio.join(folder, FAILED_NAME), "w") as f:
-                json.dump({**record, "failed_at": record["failed_at"].isoformat()}, f)
+            _write_record(fileio.join(folder, FAILED_NAME), record)
         except OSError as exc:
             log.warning("%s: cannot record the failure in the staging folder (%s)", tile.tile_id, exc)
         return beam.pvalue.TaggedOutput(FAILED, (tile.tile_id, record))
 
     def _publish(self, tile: TileSpec, folder: str, cores: list[str]) -> TileResult:
         core_uris = [fileio.join(folder, name + CORE_SUFFIX) for name in cores]
-        counts, areas, confidence = _totals(core_uris)
         mask_uri = self._layout.mask_uri(tile.tile_id)
-        valid = sum(counts)
-        result = TileResult.of_tile(tile, self._settings.key(self.precision), mask_uri, self.precision, counts,
-                                    areas, self._layout.run_id, now_utc(),
-                                    None if confidence is None or not valid else round(confidence / valid, 6))
+        made: list[TileResult] = []
+
+        def tags_for(totals: TileTotals) -> dict[str, str]:
+            valid = sum(totals.counts)
+            confidence = None if totals.confidence is None or not valid else round(totals.confidence / valid, 6)
+            made.append(TileResult.of_tile(tile, self._settings.key(self.precision), mask_uri, self.precision,
+                                           totals.counts, totals.areas, self._layout.run_id, now_utc(), confidence))
+            return mask_tags(self._card, made[0])
+
         with fileio.local_scratch() as tmpdir:
             local = fileio.join(tmpdir, "mask.tif")
-            write_mask_cog(tile, core_uris, self._card, local, mask_tags(self._card, result))
-            result = dataclasses.replace(result, mask_bytes=os.path.getsize(local))
+            write_mask_cog(tile, core_uris, self._card, local, tags_for)
+            result = dataclasses.replace(made[0], mask_bytes=os.path.getsize(local))
             fileio.publish(local, mask_uri)
         # Then the marker (a retried block finds it), then the cores: never the other way round.
         with fileio.open_file(fileio.join(folder, RESULT_NAME), "w") as f:

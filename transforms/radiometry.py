@@ -35,11 +35,14 @@ DARK = 0.25
 
 @dataclass(frozen=True)
 class Radiometry:
-    """``(raw - offset) / divisor`` maps the tile to [0, 1]; ``how`` says why, for people."""
+    """``(raw - offset) / divisor`` maps the tile to [0, 1]; ``how`` says why, for people.
+    ``fitted``: the mapping was measured from the tile's values (inferred bit depth, matched or
+    stretched), not taken from the card or the file's NBITS, so those values fit it by design."""
 
     divisor: float
     offset: float
     how: str
+    fitted: bool = False
 
 
 def choose(dtype: str, nbits: int | None, values: np.ndarray | None, card: ModelCard, mode: str = "card") -> Radiometry:
@@ -61,16 +64,17 @@ def choose(dtype: str, nbits: int | None, values: np.ndarray | None, card: Model
     if mode == "stretch":
         if p99 <= p1:
             return plain
-        return Radiometry(p99 - p1, p1, f"stretch: raw {p1:g}..{p99:g} (p1..p99) to 0..1")
+        return Radiometry(p99 - p1, p1, f"stretch: raw {p1:g}..{p99:g} (p1..p99) to 0..1", fitted=True)
     bits = min(max(8, int(top).bit_length()), kind.itemsize * 8)
     found = plain
     if bits < kind.itemsize * 8:
-        found = Radiometry(float(2**bits - 1), 0.0, f"inferred {bits}-bit: {dtype} / {2**bits - 1}")
+        found = Radiometry(float(2**bits - 1), 0.0, f"inferred {bits}-bit: {dtype} / {2**bits - 1}", fitted=True)
     stats = card.input_stats
     if stats and p99 > p1:
         c1, c99 = float(np.mean(stats["p1"])), float(np.mean(stats["p99"]))
         if p99 / found.divisor < DARK * c99 and c99 > c1:
             divisor = (p99 - p1) / (c99 - c1)
             return Radiometry(divisor, p1 - c1 * divisor,
-                              f"matched to the training images: raw p1..p99 {p1:g}..{p99:g} to {c1:.3f}..{c99:.3f}")
+                              f"matched to the training images: raw p1..p99 {p1:g}..{p99:g} to {c1:.3f}..{c99:.3f}",
+                              fitted=True)
     return found

@@ -201,14 +201,6 @@ def match_bands(
     )
 
 
-def scale_divisor(dtype: str, nbits: int | None, card: ModelCard) -> float:
-    """Divisor that maps raw values to [0, 1]: the card's per-dtype value, or 2**NBITS - 1 when
-    the file declares fewer significant bits (12-bit data in uint16 is common in drone cameras)."""
-    if nbits and np.issubdtype(np.dtype(dtype), np.integer) and nbits < np.iinfo(np.dtype(dtype)).bits:
-        return float(2**nbits - 1)
-    return card.normalisation.divisor_for(dtype)
-
-
 def fingerprint_of(uri: str, meta: dict[str, Any]) -> str:
     """Changes whenever the file does: size plus modification time / object generation, from a
     listing entry (fileio.match_detail) or fileio.info."""
@@ -396,11 +388,11 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
             bands = match_bands(colorinterp, card.input_bands, uri, bands_override)
             values = sample_values(src, bands, nodata, uri)
             mapping = radiometry.choose(dtype, int(nbits_tag) if nbits_tag else None, values, card, radiometry_mode)
-            if mapping.offset == 0 and mapping.divisor == card.normalisation.divisor_for(dtype):
-                warning = range_warning(uri, values, dtype, mapping.divisor, card)
-            else:
-                warning = None  # mapped onto what the model knows; the mapping is logged below
+            if mapping.fitted:
+                warning = None  # mapped onto what the model knows, from the values themselves
                 log.info("%s: %s", _shown(uri), mapping.how)
+            else:
+                warning = range_warning(uri, values, dtype, mapping.divisor, card)
     except TileError:
         raise
     except RasterioIOError as exc:
