@@ -24,8 +24,9 @@ def patchify(image: np.ndarray, patches: tuple[Window, ...]) -> np.ndarray:
 
 
 def stitch_labels(block: BlockSpec, labels: np.ndarray) -> np.ndarray:
-    """Overlap-tile: (K, Hp, Wp) patch labels → (h, w) core labels of ``block``."""
-    out = np.empty(block.core.shape, dtype=labels.dtype)
+    """Overlap-tile: (K, Hp, Wp, ...) patch labels → (h, w, ...) core labels of ``block`` (any
+    trailing axes, e.g. a label and its confidence, travel along)."""
+    out = np.empty((*block.core.shape, *labels.shape[3:]), dtype=labels.dtype)
     for k, core in enumerate(block.patch_cores):
         out[core.relative_to(block.core).toslices()] = labels[k][core.relative_to(block.patch_in_tile(k)).toslices()]
     return out

@@ -33,15 +33,19 @@ def segment_array(image: np.ndarray, predict: PredictFn, patch_size: int, halo: 
                   patches_per_block: int = 4, stitch: str = "overlap") -> np.ndarray:
     """Raw (H, W, C) image → (H, W) uint8 labels (no nodata handling: every pixel is labelled).
 
-    ``predict`` returns labels for ``stitch="overlap"`` and class scores for ``"blend"``.
+    ``predict`` returns labels for ``stitch="overlap"`` and class scores for ``"blend"``. Overlap
+    labels with trailing axes ((K, Hp, Wp, 2): label and confidence) come back as (H, W, 2).
     """
     if stitch not in ("overlap", "blend"):
         raise ValueError(f"stitch must be 'overlap' or 'blend', not {stitch!r}")
-    out = np.empty(image.shape[:2], dtype=np.uint8)
+    out: np.ndarray | None = None
     for block, win in _blocks(image, patch_size, halo, multiple, patches_per_block):
         outputs = predict(patchify(win, block.patches))
         core = stitch_labels(block, outputs) if stitch == "overlap" else stitch_scores(block, outputs)
+        if out is None:
+            out = np.empty((*image.shape[:2], *core.shape[2:]), dtype=core.dtype)
         out[block.core.toslices()] = core
+    assert out is not None  # an image has at least one block
     return out
 
 

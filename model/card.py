@@ -73,6 +73,12 @@ class ModelCard:
     #: ``p50``, ``p99``, ``mean``, ``std`` (lists of one value per input band) and ``source``.
     #: Used to map tiles of other bit depths onto what the model has seen (transforms/radiometry.py).
     input_stats: dict[str, Any] = field(default_factory=dict)
+    #: True when the model was trained with a share of grey (luminance copied to every band)
+    #: crops, so panchromatic tiles, whose one band the pipeline replicates, are in its domain.
+    grey_ok: bool = False
+    #: Thresholds of the per-tile domain check (common/domain.py): ``min_confidence``,
+    #: ``max_input_distance``, ``max_oblique_view``, and how they were calibrated.
+    domain: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_id(self) -> str:

@@ -134,6 +134,13 @@ class Predictor:
                                        self.card.halo if halo is None else halo, self.card.size_multiple,
                                        patches_per_block, stitch)
 
+    def segment_confidence(self, image: np.ndarray, divisor: float, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (H, W, C) image → (H, W) uint8 labels and (H, W) float confidence in [0, 1] (the
+        probability of the chosen class, in the 255ths ``tileseg run`` stitches), as the pipeline does."""
+        both = in_memory.segment_array(image, lambda p: self.predict_labels_confidence(p, batch_size, divisor),
+                                       self.card.patch_size, self.card.halo, self.card.size_multiple)
+        return both[..., 0], both[..., 1].astype(np.float64) / 255.0
+
     def segment_scores(self, image: np.ndarray, divisor: float, batch_size: int = 4) -> np.ndarray:
         """Raw (H, W, C) image → (H, W, K) float32 class probabilities (overlap-tile placement)."""
         return in_memory.segment_scores(image, lambda p: self.predict_scores(p, batch_size, divisor),

@@ -87,6 +87,7 @@ class RunSummary:
     pixels_segmented: int = 0
     wall_s: float | None = None
     input: str = ""
+    out_of_domain: tuple[str, ...] = ()
 
     def line(self) -> str:
         if self.submitted:
@@ -97,6 +98,10 @@ class RunSummary:
         text = (f"run {self.run_id}: {self.tiles_written} of {self.tiles_total} tiles segmented"
                 f"{f', {self.tiles_skipped} already up to date' if self.tiles_skipped else ''}"
                 f", {self.failures} failed; masks in {fileio.join(self.output, 'masks')}")
+        if self.out_of_domain:
+            shown = ", ".join(self.out_of_domain[:5]) + (", ..." if len(self.out_of_domain) > 5 else "")
+            text += (f"; {len(self.out_of_domain)} tile(s) look unlike what the model was trained on ({shown}): "
+                     "see in_domain and domain_note in the stats")
         if self.failures_uri:
             text += f"; failures listed in {self.failures_uri}"
         return text
@@ -109,7 +114,8 @@ def read_summary(config: SegmentConfig) -> RunSummary:
         data = json.load(f)
     return RunSummary(config.run_id, int(data["tiles_total"]), int(data["tiles_written"]), int(data["tiles_skipped"]),
                       int(data["tiles_failed"]), data["stats_uri"], data["failures_uri"], config.output,
-                      pixels_segmented=int(data["pixels_segmented"]), wall_s=float(data["wall_s"]))
+                      pixels_segmented=int(data["pixels_segmented"]), wall_s=float(data["wall_s"]),
+                      out_of_domain=tuple(data.get("tiles_out_of_domain", ())))
 
 
 def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datetime | None = None) -> None:

@@ -62,3 +62,38 @@ def test_perfect_prediction_has_zero_iou_term_and_wrong_one_the_smoothed_value()
     # Each class's intersection is 0 and its union 1 + 1 or 2 + 1 pixels: IoU = 1/(U+1) with the smoothing.
     term = float(iou_only(_packed(label, weight), wrong)) - float(ce_only(_packed(label, weight), wrong))
     assert term == pytest.approx(1 - np.mean([1 / 3, 1 / 4, 1 / 4]), abs=1e-5)
+
+
+def test_a_partial_label_costs_minus_log_of_the_other_classes_probability() -> None:
+    """"Not class k" (NOT_CLASS + k) costs -log(1 - p_k): it pushes k down and no other class up,
+    so a 0 in a building-only mask never teaches "bare ground"."""
+    from training.datasets import NOT_CLASS
+
+    logits, label, weight = _case()
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    partial = np.zeros_like(label, bool)
+    partial[0] = True  # the first image's pixels only say "not class label"
+    raw = np.where(partial, NOT_CLASS + label, label)
+    p_k = np.take_along_axis(p, label[..., None], -1)[..., 0]
+    ce = np.where(partial, -np.log(1 - p_k), -np.log(p_k))
+    assert float(segmentation_loss(3)(_packed(raw, weight), logits)) == pytest.approx((ce * weight).mean(), rel=1e-5)
+    # How the other classes share the rest does not matter to a partial pixel.
+    shuffled = logits.copy()
+    for idx in zip(*np.nonzero(partial)):
+        k = label[idx]
+        others = [c for c in range(3) if c != k]
+        a, b = shuffled[idx][others]
+        # Keep logsumexp over the others fixed while changing their split.
+        total = np.logaddexp(a, b)
+        shuffled[idx][others] = [total - np.log(2), total - np.log(2)]
+    assert float(segmentation_loss(3)(_packed(raw, weight), shuffled)) == pytest.approx((ce * weight).mean(), rel=1e-4)
+    # A partial pixel is left out of the IoU term.
+    with_iou = segmentation_loss(3, iou_weight=1.0)
+    changed = logits.copy()
+    changed[partial] = -changed[partial]
+    no_partial_weight = np.where(partial, 0.0, weight).astype(np.float32)
+    ce_only = segmentation_loss(3)
+    base = float(with_iou(_packed(raw, no_partial_weight), logits)) - float(ce_only(_packed(raw, no_partial_weight), logits))
+    again = float(with_iou(_packed(raw, weight), changed)) - float(ce_only(_packed(raw, weight), changed))
+    assert again == pytest.approx(base, rel=1e-5)

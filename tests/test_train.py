@@ -18,7 +18,7 @@ from model.loading import set_precision
 from model.unet import bilinear_kernel, build_unet
 from training import datasets
 from training.config import TrainConfig
-from training.datasets import IGNORE
+from training.datasets import IGNORE, NOT_CLASS
 from training.export import export_model
 from training.fit import build_model, train
 from training.losses import pack_targets, segmentation_loss
@@ -86,6 +86,38 @@ def test_dataset_is_repeatable_and_pads_small_images() -> None:
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     # The crop is larger than the image in height: padded rows are ignored (weight 0).
     assert 0 < (w1 == 0).mean() < 1 and np.all(y1[w1 == 0] == 0) and np.all(y1[w1 > 0] == 1)
+
+
+def test_photometric_options_keep_range_and_grey_makes_bands_equal() -> None:
+    import tensorflow as tf
+
+    img, lab = _coded(32, 32)
+    strong = Augment(d4=False, jitter=0.0, gamma=0.4, hue=0.05, blur=1.0, noise=0.05)
+    x, y, _ = augment_fn(strong, 3, np.ones(3, np.float32))(tf.constant(img), tf.constant(lab),
+                                                            tf.constant([4, 2], tf.int64))
+    x = x.numpy()
+    assert x.min() >= 0.0 and x.max() <= 1.0 and not np.allclose(x, img / 255.0, atol=0.02)
+    plain = augment_fn(Augment(d4=False, jitter=0.0), 3, np.ones(3, np.float32))
+    assert np.array_equal(y.numpy(), plain(tf.constant(img), tf.constant(lab), tf.constant([4, 2], tf.int64))[1].numpy())
+    grey = augment_fn(Augment(d4=False, jitter=0.0, grey=1.0), 3, np.ones(3, np.float32))
+    g = grey(tf.constant(img), tf.constant(lab), tf.constant([4, 2], tf.int64))[0].numpy()
+    assert np.allclose(g[..., 0], g[..., 1]) and np.allclose(g[..., 1], g[..., 2])
+    luma = (img.astype(np.float32) / 255.0) @ np.array([0.299, 0.587, 0.114], np.float32)
+    np.testing.assert_allclose(g[..., 0], luma, atol=2e-3)
+
+
+def test_partial_crops_come_from_their_source_with_not_class_labels_and_weight_one() -> None:
+    full = LabelledImages([np.zeros((40, 40, 3), np.uint8)], [np.ones((40, 40), np.uint8)], ["full"])
+    partial = LabelledImages([np.full((40, 40, 3), 200, np.uint8)],
+                             [np.full((40, 40), NOT_CLASS + 2, np.uint8)], ["partial"])
+    weights = np.array([0.5, 1.5, 2.5], np.float32)
+    ds = make_dataset(full, 32, 8, seed=3, aug=Augment(jitter=0.0), weights=weights, partial=partial,
+                      partial_fraction=0.5)
+    x, y, w = (t.numpy() for t in next(iter(ds)))
+    from_partial = x.reshape(8, -1).mean(axis=1) > 0.5
+    assert 0 < from_partial.sum() < 8
+    assert np.all(y[from_partial] == NOT_CLASS + 2) and np.all(w[from_partial] == 1.0)
+    assert np.all(y[~from_partial] == 1) and np.all(w[~from_partial] == 1.5)
 
 
 def test_class_weights_are_inverse_sqrt_frequency_with_mean_one() -> None:
@@ -174,7 +206,17 @@ def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: 
 
     data = TrainingData(AERIAL, _scene_data(3, 96, first_seed=1), _scene_data(1, 80, first_seed=40),
                         {"rule": "synthetic test scenes"})
-    cfg = _tiny_config(select=select, patience=5, ema=ema)
+    # One case also trains with partial labels (a generated scene whose labels only say Building
+    # or not) and grey crops: the card then says grey_ok and records both sources and the grey mIoU.
+    broadened = ema == 0.0
+    if broadened:
+        scene = _scene_data(1, 96, first_seed=70)
+        partial = np.where(scene.labels[0] == 0, 0, NOT_CLASS).astype(np.uint8)
+        data.partial = LabelledImages(scene.images, [partial], ["partial"])
+        data.sources = [{"name": "synthetic", "use": "full labels", "license": "test"},
+                        {"name": "partial test scene", "use": "partial labels", "license": "test"}]
+    cfg = _tiny_config(select=select, patience=5, ema=ema, **(dict(grey=0.3, partial_fraction=0.3, gamma=0.2, hue=0.02,
+                                                                   blur=0.2, noise=0.02) if broadened else {}))
     result = train(cfg, data, str(tmp_path), verbose=0)
     assert len(result.history) == 2 and result.steps == 16
     # "last" (cross-validation) never looks at the validation split while training.
@@ -197,6 +239,12 @@ def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: 
     assert again.training["best_epoch"] in ((1, 2) if select == "best" else (2,))
     assert (again.training["best_val_miou_during_training"] is None) == (select == "last")
     json.dumps(again.to_json())  # everything in the card is plain JSON
+    assert again.grey_ok == broadened and ("grey" in m) == broadened
+    if broadened:
+        assert 0 <= m["grey"]["miou"] <= 1 and m["grey"]["ratio_to_rgb"] == pytest.approx(
+            m["grey"]["miou"] / m["miou"], rel=0.01)
+        assert [src["name"] for src in again.training["sources"]] == ["synthetic", "partial test scene"]
+        assert "partial test scene, test" in again.license
     pred = Predictor.from_dir(str(tmp_path), "float32")
     labels = pred.predict_labels(np.zeros((1, 64, 64, 3), np.uint8), divisor=255.0)
     assert labels.shape == (1, 64, 64) and labels.max() < 5
@@ -214,6 +262,9 @@ def test_bad_train_options_are_clear_errors(capsys: pytest.CaptureFixture[str]) 
     assert "cross-validation" in capsys.readouterr().err
     assert main(["--dataset", "folder", "--images", "x", "--labels", "y"]) == 2
     assert "--classes" in capsys.readouterr().err
+    assert main(["--dataset", "dubai-aerial", "--grey", "1.5", "--partial_fraction", "0.95", "--hue", "0.7"]) == 2
+    err = capsys.readouterr().err
+    assert "--grey must be in [0, 1]" in err and "--synthetic_fraction + --partial_fraction" in err and "--hue" in err
 
 
 def test_folder_dataset_loads_rgb_labels(tmp_path: Path) -> None:

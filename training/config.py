@@ -45,6 +45,12 @@ class TrainConfig:
     zoom: float = 1.0               # > 1: crops zoomed by a log-uniform factor in [1/zoom, zoom]
     elastic: float = 0.0            # > 0: elastic deformation, displacement std (pixels) on a 3x3 grid
     synthetic_fraction: float = 0.0  # share of crops from generated aerial scenes (model/synthetic.py)
+    partial_fraction: float = 0.0   # share of crops from hotosm-kampala's partial building labels (training/kampala.py)
+    gamma: float = 0.0              # photometric augmentation (training/train_data.Augment)
+    hue: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    grey: float = 0.0               # share of crops turned grey: > 0 makes the card say grey_ok
     patch_size: int = 512
     halo: int = 32
     fold: int = 0
@@ -89,6 +95,16 @@ def config_from_args(a: argparse.Namespace, fold: int) -> TrainConfig:
         problems.append("--zoom must be >= 1 (1: no zoom)")
     if cfg.elastic < 0:
         problems.append("--elastic must be >= 0 (pixels of displacement; 0: off)")
+    for name in ("synthetic_fraction", "partial_fraction", "blur", "grey"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            problems.append(f"--{name} must be in [0, 1]")
+    if cfg.synthetic_fraction + cfg.partial_fraction > 1:
+        problems.append("--synthetic_fraction + --partial_fraction must be <= 1 (the rest are the dataset's crops)")
+    for name in ("gamma", "hue", "noise"):
+        if getattr(cfg, name) < 0:
+            problems.append(f"--{name} must be >= 0 (0: off)")
+    if cfg.hue > 0.5:
+        problems.append("--hue must be <= 0.5 (half the colour wheel)")
     if not 0 <= cfg.ema < 1:
         problems.append("--ema must be in [0, 1) (0: off)")
     if cfg.epochs < 1 or cfg.steps_per_epoch < 1 or cfg.batch < 1 or cfg.bn_batches < 1:

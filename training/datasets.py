@@ -20,6 +20,9 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 IGNORE = 255  # label value ignored by losses and metrics
+#: Partial labels: ``NOT_CLASS + k`` means "not class k" and says nothing about which other class
+#: the pixel is (training/kampala.py); the loss then only pushes class k's probability down.
+NOT_CLASS = 128
 
 _DUBAI_DIR = Path("dubai-aerial") / "Semantic segmentation dataset"
 _DUBAI_VAL_PARTS = ("image_part_008", "image_part_009")

@@ -17,7 +17,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from common.metrics import summary
 from model.card import ModelCard, load_card
 from model.predictor import Predictor
 from model.shipped import DEFAULT_MODEL
-from training import datasets
-from training.evaluation import evaluate, segmenter, tta_views
+from training import datasets, kampala
+from training.evaluation import evaluate, segmenter, to_grey, tta_views
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,29 @@ def _samples(a: argparse.Namespace, card: ModelCard) -> Iterator[tuple[str, np.n
             yield s.name, image, datasets.folder_label(s.label_path or "", colors, a.label_format)
 
 
+def _partial(a: argparse.Namespace, card: ModelCard, predict: Callable[[np.ndarray], np.ndarray]) -> int:
+    names = [c.name for c in card.classes]
+    if kampala.LABELLED_CLASS not in names:
+        print(f"tileseg evaluate: {kampala.FOLDER} scores the class {kampala.LABELLED_CLASS}, which model "
+              f"{card.model_id} does not have", file=sys.stderr)
+        return 2
+    try:
+        scores = kampala.evaluate_partial(predict, names.index(kampala.LABELLED_CLASS), a.split)
+    except datasets.DatasetError as exc:
+        print(f"tileseg evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {card.model_id} on {kampala.FOLDER}/{a.split}: {kampala.LABELLED_CLASS} IoU {scores['iou']}, "
+          f"precision {scores['precision']}, recall {scores['recall']}")
+    print(json.dumps({"dataset": kampala.FOLDER, "split": a.split, "class": kampala.LABELLED_CLASS,
+                      "building_iou": scores["iou"], **scores, "model": card.model_id, "grey": a.grey}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tileseg evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--dataset", choices=("dubai-aerial", "camvid", "membrane"))
+    parser.add_argument("--dataset", choices=("dubai-aerial", "camvid", "membrane", kampala.FOLDER),
+                        help=f"{kampala.FOLDER}: partial Building labels; prints Building IoU, precision, recall")
     parser.add_argument("--split", default="val", choices=("train", "val"))
     parser.add_argument("--fold", type=int, default=0, help="membrane cross-validation fold (0-4)")
     parser.add_argument("--images")
@@ -60,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action="store_true",
                         help="average the D4 views (left-right flips only for models trained without rotations)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--grey", action="store_true",
+                        help="feed every image as its luminance in all bands (how a panchromatic tile reaches the model)")
     a = parser.parse_args(argv)
     if bool(a.dataset) == bool(a.images or a.labels) or (not a.dataset and not (a.images and a.labels)):
         parser.error("give either --dataset NAME or both --images DIR and --labels DIR")
@@ -68,8 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     card = load_card(a.model)
     predictor = Predictor.from_dir(a.model, a.precision, card)
     views = tta_views(card) if a.tta else None
+    predict = segmenter(predictor, views)
+    if a.grey:
+        rgb_predict = predict
+
+        def predict(image: np.ndarray) -> np.ndarray:
+            return rgb_predict(to_grey(image) if image.shape[-1] == 3 else image)
+    if a.dataset == kampala.FOLDER:
+        return _partial(a, card, predict)
     try:
-        cm = evaluate(segmenter(predictor, views), _samples(a, card), card.num_classes, log_each=True).confusion
+        cm = evaluate(predict, _samples(a, card), card.num_classes, log_each=True).confusion
     except datasets.DatasetError as exc:
         print(f"tileseg evaluate: {exc}", file=sys.stderr)
         return 2
@@ -82,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print("confusion matrix (rows = truth, columns = prediction):")
     for n, row in zip(names, cm):
         print(f"  {n[:12]:<12} " + " ".join(f"{v:>10d}" for v in row))
-    print(json.dumps({**result, "confusion": cm.tolist(), "model": card.model_id,
+    print(json.dumps({**result, "confusion": cm.tolist(), "model": card.model_id, "grey": a.grey,
                       "precision": predictor.precision, "tta": a.tta, "tta_views": len(views) if views else 1}))
     return 0
 

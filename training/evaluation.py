@@ -65,6 +65,15 @@ def segmenter(predictor: Predictor, views: list[View] | None = None) -> Callable
     return predict
 
 
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → its luminance (ITU-R 601 weights, as PIL's "L" and TF's
+    ``rgb_to_grayscale``) in every band: what a panchromatic tile looks like to an RGB model once
+    the pipeline replicates its one band."""
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = np.clip(np.round(luma), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], image.shape[-1], axis=-1)
+
+
 @dataclass
 class Evaluation:
     """Confusion matrix (rows = truth, columns = prediction) and, when kept, every prediction."""

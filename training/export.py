@@ -14,8 +14,9 @@ import numpy as np
 from common.metrics import summary
 from model.architectures import macs_per_pixel
 from model.card import ModelCard, save_card
+from training import kampala
 from training.config import TrainConfig
-from training.evaluation import evaluate_images
+from training.evaluation import evaluate_images, segmenter, to_grey
 from training.fit import MODEL_FILE, TrainResult, provisional_card
 from training.splits import TrainingData
 from training.train_data import LabelledImages
@@ -35,6 +36,29 @@ def _agreement(loaded: Any, card: ModelCard, val: LabelledImages, reference: lis
     _, preds = evaluate_images(predictor, LabelledImages(val.images[:n], val.labels[:n], val.names[:n]), card)
     same = sum(int(np.sum(pred == ref)) for pred, ref in zip(preds, reference))
     return round(same / total, 5), total
+
+
+def _extra_metrics(cfg: TrainConfig, data: TrainingData, predictor: Any, card: ModelCard,
+                   rgb_miou: float) -> dict[str, Any]:
+    """What a broadened training run claims, measured on the exported file: the validation mIoU on
+    grey-converted images (models trained with grey crops) and the Building IoU on the partial-label
+    set's val chips (models trained on it)."""
+    extra: dict[str, Any] = {}
+    names = [c.name for c in card.classes]
+    if cfg.grey > 0:
+        grey = LabelledImages([to_grey(i) for i in data.val.images], data.val.labels, data.val.names)
+        cm, _ = evaluate_images(predictor, grey, card)
+        s = summary(cm, names)
+        extra["grey"] = {"miou": round(s["miou"], 4), "ratio_to_rgb": round(s["miou"] / rgb_miou, 4),
+                         "per_class_iou": s["per_class_iou"],
+                         "how": "val images as ITU-R 601 luminance in every band"}
+        print(f"grey val mIoU {s['miou']:.4f} ({extra['grey']['ratio_to_rgb']:.3f} x RGB)", flush=True)
+    if data.partial is not None:
+        index = names.index(kampala.LABELLED_CLASS)
+        extra[kampala.FOLDER] = {**kampala.evaluate_partial(segmenter(predictor), index),
+                                 "split": "val chips", "class": kampala.LABELLED_CLASS}
+        print(f"{kampala.FOLDER} val {kampala.LABELLED_CLASS} IoU {extra[kampala.FOLDER]['iou']}", flush=True)
+    return extra
 
 
 def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out: str, command: str) -> ModelCard:
@@ -62,20 +86,26 @@ def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out:
         "selection": ("best validation mIoU epoch (early stopping on this split)" if cfg.select == "best"
                       else "last epoch (validation split never used for selection)"),
     })
+    metrics.update(_extra_metrics(cfg, data, Predictor(LoadedModel(card, loaded, "float32")), card, metrics["miou"]))
     agreement, checked = {}, {}
     for precision, limit in (("bfloat16", math.inf), ("float16", 4e6)):
         agreement[precision], checked[precision] = _agreement(loaded, card, data.val, reference, precision, limit)
     print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB): val mIoU {metrics['miou']:.4f}, pixel accuracy "
           f"{metrics['pixel_accuracy']:.4f} ({eval_s:.0f}s); agreement with float32 {agreement}", flush=True)
     spec = data.spec
+    sources = data.sources or [{"name": spec.name, "use": "full labels", "license": spec.license}]
+    if cfg.synthetic_fraction:
+        sources = [*sources, {"name": "generated aerial scenes (common/synthetic.py)",
+                              "use": f"{cfg.synthetic_fraction:.0%} of crops", "license": "made by this project"}]
     card = replace(
         card,
         description=cfg.description or f"{cfg.arch.upper()} for {spec.name}: {', '.join(spec.class_names)}.",
-        license=(f"trained on {spec.name}, {spec.license}"
-                 + ("; NON-COMMERCIAL USE ONLY" if "NC" in spec.license else "")),
+        license=("trained on " + "; ".join(f"{src['name']}, {src['license']}" for src in sources)
+                 + ("; NON-COMMERCIAL USE ONLY" if any("NC" in src["license"] for src in sources) else "")),
+        grey_ok=cfg.grey > 0 and card.num_bands == 3,
         precision_agreement=agreement,
         training={
-            "dataset": spec.name, "data_license": spec.license, "split": data.split,
+            "dataset": spec.name, "data_license": spec.license, "split": data.split, "sources": sources,
             "architecture": {"arch": cfg.arch, **cfg.architecture(card.num_classes, spec.in_channels)},
             "parameters": result.params, "kmac_per_pixel": round(macs_per_pixel(loaded) / 1e3, 2),
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("name", "version", "description")},

@@ -82,9 +82,10 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     if cfg.synthetic_fraction and [c.name for c in card.classes] != [n for n, _ in SYNTHETIC_CLASSES]:
         raise datasets.DatasetError(f"--synthetic_fraction needs the generated scenes' classes "
                                     f"{[n for n, _ in SYNTHETIC_CLASSES]}; {data.spec.name} has others")
-    augment = Augment(cfg.d4, cfg.jitter, (1 / cfg.zoom, cfg.zoom), cfg.elastic)
+    augment = Augment(cfg.d4, cfg.jitter, (1 / cfg.zoom, cfg.zoom), cfg.elastic, gamma=cfg.gamma, hue=cfg.hue,
+                      blur=cfg.blur, noise=cfg.noise, grey=cfg.grey)
     dataset = make_dataset(data.train, cfg.crop, cfg.batch, cfg.seed, augment, weights,
-                           cfg.synthetic_fraction).map(pack_targets)
+                           cfg.synthetic_fraction, data.partial, cfg.partial_fraction).map(pack_targets)
     model = build_model(cfg, card.num_classes, data.spec.in_channels, cfg.policy)
     total = cfg.epochs * cfg.steps_per_epoch
     warm = min(cfg.warmup_steps, max(total // 10, 1))
@@ -105,7 +106,7 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     steps = [0]
     # Batches for re-measuring batch-norm statistics: the training distribution, another seed.
     calibration = iter(make_dataset(data.train, cfg.crop, cfg.batch, cfg.seed + 1, augment, weights,
-                                    cfg.synthetic_fraction))
+                                    cfg.synthetic_fraction, data.partial, cfg.partial_fraction))
     monitor = monitor_callback(cfg, card, data.val, calibration, ckpt_dir, start + cfg.max_minutes * 60, steps)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from training import datasets
+from training import datasets, kampala
 from training.train_data import LabelledImages, load_samples
 
 
@@ -18,6 +18,24 @@ class TrainingData:
     train: LabelledImages
     val: LabelledImages
     split: dict[str, Any] = field(default_factory=dict)
+    #: Partially labelled extra images (hotosm-kampala mosaics, training/kampala.py), or None.
+    partial: LabelledImages | None = None
+    #: Every source of training pixels: name, what it gave, licence (recorded in the card).
+    sources: list[dict[str, str]] = field(default_factory=list)
+
+
+def _with_partial(data: TrainingData) -> TrainingData:
+    """``data`` plus hotosm-kampala's train mosaics, labelled as partial Building labels."""
+    if kampala.LABELLED_CLASS not in data.spec.class_names:
+        raise datasets.DatasetError(f"--partial_fraction adds {kampala.FOLDER}'s {kampala.LABELLED_CLASS} labels; "
+                                    f"{data.spec.name} has no class named {kampala.LABELLED_CLASS}")
+    images, labels, names = kampala.mosaics("train", data.spec.class_names.index(kampala.LABELLED_CLASS))
+    data.partial = LabelledImages(images, labels, names)
+    data.split["partial"] = {"dataset": kampala.FOLDER, "rule": "train = chips/ as one mosaic per zoom level; "
+                             "val = val-chips/ (scored chip by chip)", "mosaics": names}
+    data.sources.append({"name": kampala.FOLDER, "use": "partial labels (Building / not Building)",
+                         "license": kampala.LICENSE})
+    return data
 
 
 def _folder_spec(a: argparse.Namespace) -> datasets.DatasetSpec:
@@ -35,7 +53,13 @@ def _folder_spec(a: argparse.Namespace) -> datasets.DatasetSpec:
     return datasets.DatasetSpec("folder", names, colors, a.license or "", a.channels)  # type: ignore[arg-type]
 
 
-def load_training_data(a: argparse.Namespace, fold: int) -> TrainingData:
+def load_training_data(a: argparse.Namespace, fold: int, partial: bool = False) -> TrainingData:
+    data = _load(a, fold)
+    data.sources.insert(0, {"name": data.spec.name, "use": "full labels", "license": data.spec.license})
+    return _with_partial(data) if partial else data
+
+
+def _load(a: argparse.Namespace, fold: int) -> TrainingData:
     if a.dataset != "folder":
         spec = datasets.spec(a.dataset)
         train_s = datasets.split(a.dataset, "train", fold)

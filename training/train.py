@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                        ("weight_decay", float), ("ema", float), ("warmup_steps", int), ("patience", int), ("bn_batches", int),
                        ("select", str), ("max_minutes", float), ("seed", int), ("class_weighting", str), ("iou_loss", float),
                        ("jitter", float), ("zoom", float), ("elastic", float), ("synthetic_fraction", float),
+                       ("partial_fraction", float), ("gamma", float), ("hue", float), ("blur", float),
+                       ("noise", float), ("grey", float),
                        ("patch_size", int), ("halo", int), ("policy", str)):
         o.add_argument(f"--{name}", type=kind, default=None)
     o.add_argument("--d4", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
@@ -80,7 +82,7 @@ def _setup_tf() -> None:
 
 def run_one(a: argparse.Namespace, fold: int, out: str, command: str) -> ModelCard:
     cfg = config_from_args(a, fold)
-    data = load_training_data(a, fold)
+    data = load_training_data(a, fold, cfg.partial_fraction > 0)
     result = train(cfg, data, out)
     return export_model(cfg, data, result, out, command)
 

@@ -19,7 +19,7 @@ import numpy as np
 from common.normalise import to_unit
 from common.synthetic import render_window
 from training import datasets
-from training.datasets import IGNORE
+from training.datasets import IGNORE, NOT_CLASS
 
 
 @dataclass
@@ -83,13 +83,24 @@ class Augment:
     the model sees objects at more ground resolutions than the few tiles of a dataset have.
     ``elastic``: the U-Net paper's smooth deformations, a random displacement per node of a coarse
     ``elastic_grid`` x ``elastic_grid`` grid (normal, this many pixels standard deviation)
-    interpolated bicubically to every pixel; what few labelled images most lack is shape variety."""
+    interpolated bicubically to every pixel; what few labelled images most lack is shape variety.
+
+    The rest imitate other sensors and light than a dataset's few flights: ``gamma`` (log
+    amplitude: gamma in [e^-g, e^g]), ``hue`` (largest shift, fraction of the colour wheel), ``blur``
+    (probability of a soft, lower-resolution look: shrunk by 1-2.5x and blown up again), ``noise``
+    (largest std of added Gaussian sensor noise, in [0, 1] units) and ``grey`` (probability that a
+    crop's luminance replaces every band, as the pipeline replicates a panchromatic band)."""
 
     d4: bool = True
     jitter: float = 0.1
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range: crops of crop/zoom pixels resized to crop
     elastic: float = 0.0
     elastic_grid: int = 3
+    gamma: float = 0.0
+    hue: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    grey: float = 0.0
 
 
 #: Generated scenes mixed into aerial training (model/synthetic.py): scene seeds and extent.
@@ -100,24 +111,27 @@ SYNTHETIC_RESOLUTION_M = 0.5
 
 
 def _crops(data: LabelledImages, crop: int, seed: int, synthetic_fraction: float = 0.0,
-           scale: tuple[float, float] = (1.0, 1.0)) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+           scale: tuple[float, float] = (1.0, 1.0), partial: LabelledImages | None = None,
+           partial_fraction: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Endless random crops, images drawn in proportion to their area (every labelled pixel is
     equally likely). Images smaller than the crop are mirror-padded, their labels padded IGNORE.
-    A ``synthetic_fraction`` of crops instead comes from generated aerial scenes (same classes)."""
+    A ``synthetic_fraction`` of crops instead comes from generated aerial scenes (same classes),
+    and a ``partial_fraction`` from ``partial``'s images (partially labelled, training/kampala.py)."""
     rng = np.random.default_rng(seed)
-    area = np.array([lab.size for lab in data.labels], np.float64)
-    p = area / area.sum()
+    sources = [(d, np.array([lab.size for lab in d.labels], np.float64)) for d in (data, partial) if d is not None]
     lo, hi = np.log(scale[0]), np.log(scale[1])
     while True:
         size = crop if lo == hi else int(round(crop / np.exp(rng.uniform(lo, hi))))
-        if synthetic_fraction and rng.random() < synthetic_fraction:
+        u = rng.random()
+        if synthetic_fraction and u < synthetic_fraction:
             scene = int(rng.choice(SYNTHETIC_SEEDS))
             r, c = (int(v) for v in rng.integers(0, SYNTHETIC_EXTENT - size, 2))
             rgb, lab = render_window(scene, r, c, size, size, SYNTHETIC_RESOLUTION_M)
             yield rgb, lab, rng.integers(0, 2**31 - 1, size=2, dtype=np.int64)
             continue
-        i = int(rng.choice(len(p), p=p))
-        img, lab = data.images[i], data.labels[i]
+        source, area = sources[1] if partial is not None and u < synthetic_fraction + partial_fraction else sources[0]
+        i = int(rng.choice(len(area), p=area / area.sum()))
+        img, lab = source.images[i], source.labels[i]
         h, w = lab.shape
         ph, pw = max(size - h, 0), max(size - w, 0)
         if ph or pw:
@@ -180,6 +194,7 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
 
     table = np.zeros(256, np.float32)
     table[: len(weights)] = weights  # IGNORE (255) and unknown values keep weight 0
+    table[NOT_CLASS: NOT_CLASS + len(weights)] = 1.0  # "not class k": the mean class weight
     table_t = tf.constant(table)
 
     def fn(image: Any, label: Any, seed: Any) -> Any:
@@ -207,6 +222,8 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
             if channels == 3:
                 x = tf.image.stateless_random_saturation(x, 1 - a, 1 + a, seeds[4])
             x = tf.clip_by_value(x, 0.0, 1.0)
+        # Own seeds, split off the elastic one, so configs without these options draw as before.
+        x = photometric(x, aug, channels, tf.random.experimental.stateless_split(seeds[5], 8)[1:])
         label = tf.cast(label[..., 0], tf.int32)
         w = tf.gather(table_t, label)
         label = tf.where(label == IGNORE, 0, label)
@@ -215,8 +232,35 @@ def augment_fn(aug: Augment, channels: int, weights: np.ndarray, crop: int | Non
     return fn
 
 
+def photometric(x: Any, aug: Augment, channels: int, seeds: Any) -> Any:
+    """``aug``'s hue, gamma, blur, noise and grey on a (H, W, C) float image in [0, 1]; ``seeds``
+    holds (at least) 7 stateless seeds."""
+    import tensorflow as tf
+
+    def uniform(i: int, lo: float = 0.0, hi: float = 1.0) -> Any:
+        return tf.random.stateless_uniform([], seeds[i], lo, hi)
+
+    if aug.hue > 0 and channels == 3:
+        x = tf.image.stateless_random_hue(x, aug.hue, seeds[0])
+    if aug.gamma > 0:
+        x = tf.pow(tf.maximum(x, 1e-6), tf.exp(uniform(1, -aug.gamma, aug.gamma)))
+    if aug.blur > 0:
+        side = tf.shape(x)[:2]
+        small = tf.maximum(tf.cast(tf.cast(side, tf.float32) / uniform(2, 1.0, 2.5), tf.int32), 1)
+        x = tf.cond(uniform(3) < aug.blur,
+                    lambda: tf.image.resize(tf.image.resize(x, small, "bilinear", antialias=True), side, "bilinear"),
+                    lambda: x)
+    if aug.noise > 0:
+        x = x + tf.random.stateless_normal(tf.shape(x), seeds[4]) * uniform(5, 0.0, aug.noise)
+    if aug.grey > 0 and channels == 3:
+        grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(x))
+        x = tf.cond(uniform(6) < aug.grey, lambda: grey, lambda: x)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
 def make_dataset(data: LabelledImages, crop: int, batch: int, seed: int, aug: Augment,
-                 weights: np.ndarray, synthetic_fraction: float = 0.0) -> Any:
+                 weights: np.ndarray, synthetic_fraction: float = 0.0, partial: LabelledImages | None = None,
+                 partial_fraction: float = 0.0) -> Any:
     """Endless ``tf.data.Dataset`` of (images, labels, pixel weights) batches."""
     import tensorflow as tf
 
@@ -228,7 +272,8 @@ def make_dataset(data: LabelledImages, crop: int, batch: int, seed: int, aug: Au
         tf.TensorSpec((side, side), tf.uint8),
         tf.TensorSpec((2,), tf.int64),
     )
-    ds = tf.data.Dataset.from_generator(lambda: _crops(data, crop, seed, synthetic_fraction, aug.scale),
+    ds = tf.data.Dataset.from_generator(lambda: _crops(data, crop, seed, synthetic_fraction, aug.scale,
+                                                       partial, partial_fraction),
                                         output_signature=signature)
     ds = ds.map(augment_fn(aug, channels, weights, crop if zoom else None), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -78,6 +78,9 @@ def run_summary(results: list[TileResult], failures: list[dict[str, Any]], layou
         "tiles_skipped": len(results) - len(written),
         "tiles_failed": len(failures),
         "pixels_segmented": int(sum(r.pixels for r in written)),
+        # Tiles the domain check says the model does not know (common/domain.py): their masks are
+        # written, but they deserve a look before anyone relies on them.
+        "tiles_out_of_domain": sorted(r.tile_id for r in results if r.in_domain is False),
         "precision": sorted({r.precision for r in written}),
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),

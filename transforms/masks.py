@@ -21,9 +21,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import errno
+import functools
 import io
 import json
 import logging
+import operator
 import os
 import posixpath
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ import apache_beam as beam
 import numpy as np
 
 from common import fileio
+from common.domain import InputSums, check_domain
 from common.plan import BlockSpec
 from common.safepath import check_relative, check_segment
 from common.windows import Window
@@ -111,6 +114,8 @@ def stage_core(core: BlockCore, layout: OutputLayout) -> str:
         arrays["areas"] = np.asarray(core.areas, np.float64)
     if core.confidence_sum is not None:
         arrays["confidence"] = np.asarray(core.confidence_sum, np.float64)
+    if core.inputs is not None:
+        arrays["inputs"] = core.inputs.to_array()
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **arrays)
     fileio.makedirs(folder)
@@ -140,6 +145,7 @@ class StagedCore:
     counts: np.ndarray
     areas: np.ndarray | None
     confidence: float | None
+    inputs: InputSums | None = None
 
 
 def load_core(uri: str) -> StagedCore:
@@ -148,28 +154,32 @@ def load_core(uri: str) -> StagedCore:
         row, col, height, width = (int(v) for v in data["core"])
         return StagedCore(Window(row, col, height, width), data["labels"], data["counts"].astype(np.int64),
                           data["areas"].astype(np.float64) if "areas" in data.files else None,
-                          float(data["confidence"]) if "confidence" in data.files else None)
+                          float(data["confidence"]) if "confidence" in data.files else None,
+                          InputSums.from_array(data["inputs"]) if "inputs" in data.files else None)
 
 
 @dataclass(frozen=True)
 class TileTotals:
-    """A tile's per-class valid pixel counts, ground areas (None unless every core has them) and
-    sum of the model's confidence over its valid pixels (likewise)."""
+    """A tile's per-class valid pixel counts, ground areas (None unless every core has them), sum
+    of the model's confidence over its valid pixels and sampled input statistics (likewise)."""
 
     counts: tuple[int, ...]
     areas: tuple[float, ...] | None
     confidence: float | None
+    inputs: InputSums | None = None
 
     @classmethod
-    def of(cls, parts: list[tuple[np.ndarray, np.ndarray | None, float | None]]) -> TileTotals:
-        """Sum the (counts, areas, confidence) of a tile's cores."""
-        counts = np.sum([c for c, _, _ in parts], axis=0, dtype=np.int64)
-        areas = [a for _, a, _ in parts if a is not None]
+    def of(cls, parts: list[StagedCore]) -> TileTotals:
+        """Sum the totals of a tile's cores."""
+        counts = np.sum([p.counts for p in parts], axis=0, dtype=np.int64)
+        areas = [p.areas for p in parts if p.areas is not None]
         summed = np.sum(areas, axis=0, dtype=np.float64) if len(areas) == len(parts) else None
-        confidence = [c for _, _, c in parts]
+        confidence = [p.confidence for p in parts]
+        inputs = [p.inputs for p in parts]
         return cls(tuple(int(v) for v in np.atleast_1d(counts)),
                    None if summed is None else tuple(float(v) for v in np.atleast_1d(summed)),
-                   None if any(c is None for c in confidence) else float(sum(c or 0.0 for c in confidence)))
+                   None if any(c is None for c in confidence) else float(sum(c or 0.0 for c in confidence)),
+                   None if any(i is None for i in inputs) else functools.reduce(operator.add, inputs))
 
 
 def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
@@ -222,7 +232,7 @@ def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_lo
                     raise MaskWriteError(f"{tile.uri}: staged block {uri} has shape {core.labels.shape}, "
                                          f"expected {core.window.shape}")
                 dst.write(core.labels, 1, window=core.window.to_rasterio())
-                parts.append((core.counts, core.areas, core.confidence))
+                parts.append(dataclasses.replace(core, labels=core.labels[:0, :0]))  # totals only
             dst.write_colormap(1, card.palette())
             dst.update_tags(**tags_for(TileTotals.of(parts)))
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
@@ -315,8 +325,12 @@ class TileFinisher:
         def tags_for(totals: TileTotals) -> dict[str, str]:
             valid = sum(totals.counts)
             confidence = None if totals.confidence is None or not valid else round(totals.confidence / valid, 6)
+            domain = check_domain(totals.inputs, confidence, self._card.input_stats, self._card.domain)
+            if domain.in_domain is False:
+                log.warning("%s: outside what model %s knows: %s; treat its mask (and any landing zones on it) "
+                            "with suspicion", tile.uri, self._card.model_id, "; ".join(domain.reasons))
             made.append(TileResult.of_tile(tile, self._settings.key(self.precision), mask_uri, self.precision,
-                                           totals.counts, totals.areas, self._layout.run_id, now_utc(), confidence))
+                                           totals.counts, totals.areas, self._layout.run_id, now_utc(), domain))
             return mask_tags(self._card, made[0])
 
         with fileio.local_scratch() as tmpdir:

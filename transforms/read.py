@@ -23,7 +23,8 @@ import numpy as np
 from apache_beam.utils.windowed_value import WindowedValue
 
 from common import fileio
-from common.patching import patchify
+from common.domain import InputSums, block_input_sums
+from common.patching import core_of_window, patchify
 from common.plan import BlockSpec
 from common.windows import Window, mirror_pad
 from model.handler import Patches
@@ -45,6 +46,8 @@ class BlockContext:
     tile: TileSpec
     block: BlockSpec
     valid: np.ndarray
+    #: The core's sampled input statistics, for the tile's domain check (common/domain.py).
+    inputs: InputSums | None = None
 
 
 #: One block on its way to the model: its context (the RunInference key) and its patches.
@@ -99,7 +102,9 @@ def read_block(tile: TileSpec, block: BlockSpec) -> tuple[BlockContext, Patches]
             "the file is probably truncated or corrupt - re-copy or re-export it"
         ) from None
     patches = Patches(patchify(raw, block.patches), tile.scale_divisor, tile.scale_offset)
-    return BlockContext(tile, block, valid), patches
+    inputs = block_input_sums(core_of_window(block, raw), core_of_window(block, valid), block.core.row, tile.height,
+                              tile.scale_divisor, tile.scale_offset)
+    return BlockContext(tile, block, valid, inputs), patches
 
 
 class ReadBlockFn(beam.DoFn):

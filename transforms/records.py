@@ -36,6 +36,12 @@ STATS_SCHEMA = pa.schema([
     ("reused", pa.bool_()),  # true: the mask is an earlier run's, skipped as up to date; rows from its tags
     ("radiometry", pa.string()),  # how raw values were mapped to the model's input (transforms/radiometry.py)
     ("mean_confidence", pa.float64()),  # the tile's mean probability of the chosen class, over valid pixels
+    # The domain check (common/domain.py): distance of the inputs from the training images', how
+    # much the tile looks like an oblique view, the verdict (null: the card has no thresholds), why.
+    ("input_distance", pa.float64()),
+    ("oblique_view", pa.float64()),
+    ("in_domain", pa.bool_()),
+    ("domain_note", pa.string()),
 ])
 
 FAILURE_SCHEMA = pa.schema([

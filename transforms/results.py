@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from common.domain import DomainCheck
 from model.card import ModelCard
 from transforms.tiles import TileSpec
 
@@ -47,16 +48,25 @@ class TileResult:
     reused: bool = False
     mask_bytes: int | None = None
     radiometry: str = ""
-    #: Mean over valid pixels of the model's probability of the class it chose (None: no valid pixel).
+    #: The domain check (common/domain.py): mean over valid pixels of the model's probability of
+    #: the class it chose, the input statistics' distance from the training images', the top
+    #: third's luminance minus the bottom third's, the verdict (None: unknown) and why not.
     mean_confidence: float | None = None
+    input_distance: float | None = None
+    oblique_view: float | None = None
+    in_domain: bool | None = None
+    domain_note: str = ""
 
     @classmethod
     def of_tile(cls, tile: TileSpec, settings: str, mask_uri: str, precision: str, counts: tuple[int, ...],
                 areas: tuple[float, ...] | None, run_id: str, processed_at: dt.datetime,
-                mean_confidence: float | None = None) -> TileResult:
+                domain: DomainCheck | None = None) -> TileResult:
+        d = domain or DomainCheck(None, None, None, None)
         return cls(tile.tile_id, tile.uri, tile.fingerprint, settings, mask_uri, precision, tile.pixels, tile.crs,
                    tile.pixel_areas.pixel_size_m(), counts, areas, run_id, processed_at, radiometry=tile.radiometry,
-                   mean_confidence=mean_confidence)
+                   mean_confidence=d.mean_confidence, input_distance=_rounded(d.input_distance),
+                   oblique_view=_rounded(d.oblique_view), in_domain=d.in_domain,
+                   domain_note="; ".join(d.reasons))
 
     def to_json(self) -> str:
         """The stored form (mask tag, manifest), without ``reused`` and ``mask_bytes``."""
@@ -78,7 +88,11 @@ class TileResult:
             areas=None if areas is None else tuple(float(a) for a in areas),
             run_id=str(data["run_id"]), processed_at=dt.datetime.fromisoformat(data["processed_at"]),
             radiometry=str(data.get("radiometry", "")),
-            mean_confidence=None if data.get("mean_confidence") is None else float(data["mean_confidence"]),
+            mean_confidence=_optional_float(data.get("mean_confidence")),
+            input_distance=_optional_float(data.get("input_distance")),
+            oblique_view=_optional_float(data.get("oblique_view")),
+            in_domain=None if data.get("in_domain") is None else bool(data["in_domain"]),
+            domain_note=str(data.get("domain_note", "")),
         )
 
     def stats_rows(self, card: ModelCard) -> list[dict[str, Any]]:
@@ -104,9 +118,21 @@ class TileResult:
                 "reused": self.reused,
                 "radiometry": self.radiometry,
                 "mean_confidence": self.mean_confidence,
+                "input_distance": self.input_distance,
+                "oblique_view": self.oblique_view,
+                "in_domain": self.in_domain,
+                "domain_note": self.domain_note,
             }
             for c in card.classes
         ]
+
+
+def _rounded(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 6)
+
+
+def _optional_float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 #: Tags of a published mask (GeoTIFF metadata): the input's fingerprint, the skip key, the result.

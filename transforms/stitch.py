@@ -16,6 +16,7 @@ import apache_beam as beam
 import numpy as np
 
 from common.areas import class_areas_m2
+from common.domain import InputSums
 from common.patching import blend_scores, core_of_window, stitch_labels
 from common.plan import BlockSpec
 from model.card import ModelCard
@@ -37,6 +38,7 @@ class BlockCore:
     counts: np.ndarray
     areas: np.ndarray | None
     confidence_sum: float | None = None
+    inputs: InputSums | None = None
 
 
 def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard) -> BlockCore:
@@ -61,7 +63,7 @@ def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard) -> Blo
     labels = np.where(valid, labels, np.uint8(card.mask_nodata)).astype(np.uint8)
     confidence_sum = None if confidence is None else float(confidence[valid].sum(dtype=np.float64))
     return BlockCore(tile=ctx.tile, block=block, labels=labels, counts=counts, areas=areas,
-                     confidence_sum=confidence_sum)
+                     confidence_sum=confidence_sum, inputs=ctx.inputs)
 
 
 class StitchBlocks(beam.PTransform):
