@@ -20,12 +20,16 @@ from typing import Any
 # directions, which no model can learn (fold 0 pixel error 0.0941 with D4 -> 0.0912). The aerial
 # model also sees generated scenes (15 % of its crops) so that it segments the project's demo
 # scene; its figures are on real Dubai val.
+# Broadened aerial run (issue 13, not shipped): the preset plus --version 1.1.0 --jitter 0.2
+# --zoom 1.6 --synthetic_fraction 0.1 --partial_fraction 0.15 --gamma 0.3 --hue 0.03 --blur 0.2
+# --noise 0.03 --grey 0.2 (85 min, stopped by the time budget at step 3520 of 3600): Dubai val mIoU
+# 0.6295 (shipped 0.6535), grey val 0.5896 = 0.937 x RGB (shipped 0.5936 = 0.908 x),
+# hotosm-kampala val Building IoU 0.530 (shipped 0.413), demo scene mIoU 0.668 (shipped 0.791).
 PRESETS: dict[str, dict[str, Any]] = {
-    "dubai-aerial": dict(name="aerial-dubai6", version="1.1.0", depth=4, base_filters=24, input_stride=2,
-                         dropout=0.1, crop=384, batch=8, epochs=60, steps_per_epoch=60, lr=2e-3, patience=12,
-                         class_weighting="sqrt", d4=True, jitter=0.2, zoom=1.6, ema=0.99,
-                         synthetic_fraction=0.1, partial_fraction=0.15, gamma=0.3, hue=0.03, blur=0.2,
-                         noise=0.03, grey=0.2, patch_size=768, halo=64),
+    "dubai-aerial": dict(name="aerial-dubai6", depth=4, base_filters=24, input_stride=2, dropout=0.1,
+                         crop=384, batch=8, epochs=60, steps_per_epoch=60, lr=2e-3, patience=12,
+                         class_weighting="sqrt", d4=True, jitter=0.1, zoom=1.4, ema=0.99,
+                         synthetic_fraction=0.15, patch_size=768, halo=64),
     "camvid": dict(name="street-camvid11", depth=4, base_filters=16, input_stride=1, dropout=0.1,
                    crop=320, batch=6, epochs=50, steps_per_epoch=55, lr=2e-3, patience=12,
                    class_weighting="sqrt", d4=False, jitter=0.1, zoom=1.25, ema=0.99,
