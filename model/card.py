@@ -79,6 +79,9 @@ class ModelCard:
     #: Thresholds of the per-tile domain check (common/domain.py): ``min_confidence``,
     #: ``max_input_distance``, ``max_oblique_view``, and how they were calibrated.
     domain: dict[str, Any] = field(default_factory=dict)
+    #: Landing-zone mapping (model/landing.py): ``roles`` {class name: safe | caution | hazard}, the
+    #: default role of every class, and ``why``: the reasons for that choice.
+    landing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_id(self) -> str:
