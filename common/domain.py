@@ -38,7 +38,7 @@ import numpy as np
 #: Every STRIDE-th row of the tile (all its columns) enters the input statistics.
 STRIDE = 8
 #: Luminance weights (ITU-R 601) of an RGB input; other band counts use the plain mean.
-_LUMA = np.array([0.299, 0.587, 0.114], np.float64)
+LUMA = np.array([0.299, 0.587, 0.114], np.float64)
 _MIN_STD = 1e-4  # a constant band's std, floored so its log distance is large but finite
 _MIN_TEXTURE = 1e-4
 
@@ -123,7 +123,7 @@ def block_input_sums(raw: np.ndarray, valid: np.ndarray, first_row: int, tile_he
     channels = raw.shape[-1]
     if not ok.any():
         return InputSums(0, (0.0,) * channels, (0.0,) * channels)
-    luma = x @ _LUMA if channels == 3 else x.mean(axis=-1)  # (r, w)
+    luma = x @ LUMA if channels == 3 else x.mean(axis=-1)  # (r, w)
     steps = np.abs(np.diff(luma, axis=1))
     step_ok = ok[:, 1:] & ok[:, :-1]
     rows = first_row + start + STRIDE * np.arange(x.shape[0])
@@ -176,16 +176,16 @@ def check_domain(sums: InputSums | None, mean_confidence: float | None, input_st
 def judge(mean_confidence: float | None, distance: float | None, oblique: float | None,
           thresholds: dict[str, Any]) -> DomainCheck:
     """The verdict on a tile's three signals (see ``check_domain``)."""
-    signals = (("mean_confidence", mean_confidence, "min_confidence", "the model is unsure (mean confidence {v:.2f} < {t:.2f})"),
-               ("input_distance", distance, "max_input_distance",
+    signals = ((mean_confidence, "min_confidence", "the model is unsure (mean confidence {v:.2f} < {t:.2f})"),
+               (distance, "max_input_distance",
                 "its input statistics are far from the training images' (distance {v:.2f} > {t:.2f})"),
-               ("oblique_view", oblique, "max_oblique_view",
+               (oblique, "max_oblique_view",
                 "its top is brighter and more detailed than its bottom, as in an oblique or street view with sky "
                 "(oblique view {v:.2f} > {t:.2f})"))
     if not thresholds:
         return DomainCheck(mean_confidence, distance, oblique, None)
     reasons, unknown = [], False
-    for _, value, key, text in signals:
+    for value, key, text in signals:
         if key not in thresholds:
             continue
         if value is None:

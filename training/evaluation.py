@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.domain import LUMA
 from common.metrics import confusion
 from model.card import ModelCard
 from model.predictor import Predictor
@@ -69,7 +70,7 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB → its luminance (ITU-R 601 weights, as PIL's "L" and TF's
     ``rgb_to_grayscale``) in every band: what a panchromatic tile looks like to an RGB model once
     the pipeline replicates its one band."""
-    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = image.astype(np.float32) @ LUMA.astype(np.float32)
     grey = np.clip(np.round(luma), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], image.shape[-1], axis=-1)
 

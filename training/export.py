@@ -74,7 +74,8 @@ def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out:
     result.model.save(path)
     loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
     t0 = time.monotonic()
-    cm, reference = evaluate_images(Predictor(LoadedModel(card, loaded, "float32")), data.val, card)
+    predictor = Predictor(LoadedModel(card, loaded, "float32"))
+    cm, reference = evaluate_images(predictor, data.val, card)
     eval_s = time.monotonic() - t0
     names = [c.name for c in card.classes]
     metrics: dict[str, Any] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary(cm, names).items()}
@@ -86,7 +87,7 @@ def export_model(cfg: TrainConfig, data: TrainingData, result: TrainResult, out:
         "selection": ("best validation mIoU epoch (early stopping on this split)" if cfg.select == "best"
                       else "last epoch (validation split never used for selection)"),
     })
-    metrics.update(_extra_metrics(cfg, data, Predictor(LoadedModel(card, loaded, "float32")), card, metrics["miou"]))
+    metrics.update(_extra_metrics(cfg, data, predictor, card, metrics["miou"]))
     agreement, checked = {}, {}
     for precision, limit in (("bfloat16", math.inf), ("float16", 4e6)):
         agreement[precision], checked[precision] = _agreement(loaded, card, data.val, reference, precision, limit)

@@ -101,11 +101,11 @@ def mosaics(which: str, class_index: int, root: Path | None = None) -> tuple[lis
         tiles = by_zoom[z]
         x0, y0 = min(t[2] for t in tiles), min(t[3] for t in tiles)
         cols, rows = max(t[2] for t in tiles) - x0 + 1, max(t[3] for t in tiles) - y0 + 1
-        first = _read(tiles[0][0], tiles[0][1])[1].shape[0]
+        read = [(_read(image, mask), x, y, image) for image, mask, x, y in tiles]  # each chip read once
+        first = read[0][0][1].shape[0]
         rgb = np.zeros((rows * first, cols * first, 3), np.uint8)
         lab = np.full((rows * first, cols * first), IGNORE, np.uint8)
-        for image, mask, x, y in tiles:
-            chip, building = _read(image, mask)
+        for (chip, building), x, y, image in read:
             if chip.shape[:2] != (first, first):
                 raise DatasetError(f"{image}: chips of zoom {z} must all be {first}x{first}")
             r, c = (y - y0) * first, (x - x0) * first
