@@ -28,6 +28,8 @@ setup(
         "fsspec>=2024.2",
         "psutil>=5.9",
         "pillow>=10",
+        "scipy>=1.11",     # exact distance transforms and labelling for landing zones
+        "shapely>=2.0",    # zone polygons (union across blocks, WKB)
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8", "rio-cogeo>=5",
                              "ruff>=0.15", "mypy>=1.10"]},

@@ -37,10 +37,11 @@ class Patches:
 
 
 class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
-    """Patches → (K, Hp, Wp, 2) uint8 labels and confidence, or (K, Hp, Wp, N) float32 class scores."""
+    """Patches → (K, Hp, Wp, 2) uint8 labels and confidence (3: and the hazard classes' summed
+    probability), or (K, Hp, Wp, N) float32 class scores."""
 
     def __init__(self, model_dir: str, card: ModelCard, precision: str = "auto", batch_size: int = 4,
-                 output: str = "labels", model_copies: int = 0) -> None:
+                 output: str = "labels", model_copies: int = 0, hazard_classes: tuple[int, ...] = ()) -> None:
         # model_copies 0: each SDK process loads its own model (small U-Nets fit many times on one
         # GPU; TensorFlow's memory growth is on, see model/loading.py). N > 0: Beam keeps N copies per
         # machine, shared by all its SDK processes, for models too big to load once per process.
@@ -52,6 +53,7 @@ class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
         self._precision = precision
         self._batch_size = batch_size
         self._output = output
+        self._hazard = tuple(hazard_classes)  # landing: their summed probability rides as a third channel
 
     def load_model(self) -> Predictor:
         return Predictor.from_dir(self._model_dir, self._precision, self._card)
@@ -59,8 +61,10 @@ class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
     def run_inference(self, batch: Sequence[Patches], model: Predictor,
                       inference_args: dict[str, Any] | None = None) -> Iterable[np.ndarray]:
         # Labels travel with the model's confidence in them (uint8), for the tile's confidence summary.
-        predict = model.predict_labels_confidence if self._output == "labels" else model.predict_scores
-        return [predict(item.pixels, self._batch_size, item.divisor, item.offset) for item in batch]
+        if self._output == "scores":
+            return [model.predict_scores(item.pixels, self._batch_size, item.divisor, item.offset) for item in batch]
+        return [model.predict_labels_confidence(item.pixels, self._batch_size, item.divisor, item.offset, self._hazard)
+                for item in batch]
 
     def get_num_bytes(self, batch: Sequence[Patches]) -> int:
         return int(sum(item.pixels.nbytes for item in batch))

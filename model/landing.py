@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from common.zones import ZoneRules
 from model.card import ModelCard
 
 ROLES = ("safe", "caution", "hazard")
@@ -134,3 +135,12 @@ def class_roles(card: ModelCard, profile: Profile) -> tuple[str, ...]:
     if bad:
         raise LandingError(f"model {card.model_id}: landing roles must be one of {', '.join(ROLES)} ({'; '.join(bad)})")
     return tuple(str(r) for r in roles)
+
+
+def zone_rules(card: ModelCard, profile: Profile) -> ZoneRules:
+    """The zone mapper's rules (common/zones.py) for ``card``'s classes under ``profile``."""
+    roles = class_roles(card, profile)
+    return ZoneRules(roles=roles, clearance_m=tuple(profile.clearance_m(c.name) for c in card.classes),
+                     default_clearance_m=profile.touchdown_radius_m + profile.hazard_buffer_m["default"],
+                     radius_m=profile.touchdown_radius_m, min_area_m2=profile.min_area_m2,
+                     max_hazard_probability=profile.max_hazard_probability, nodata=card.mask_nodata)

@@ -25,7 +25,7 @@ class Predictor:
         self.card = loaded.card
         self.precision = loaded.precision
         self.model = loaded.model
-        self._graphs: dict[tuple[str, str | None], Any] = {}
+        self._graphs: dict[tuple[str, str | None, tuple[int, ...]], Any] = {}
         # One Predictor serves every thread of a worker process (Beam runs a DoFn's bundles on
         # several threads and shares the loaded model between them): graphs are built under a lock.
         self._lock = threading.Lock()
@@ -34,22 +34,23 @@ class Predictor:
     def from_dir(cls, model_dir: str, precision: str = "auto", card: ModelCard | None = None) -> Predictor:
         return cls(load_model(model_dir, precision, card))
 
-    def _graph(self, kind: str, dtype: str | None) -> Any:
+    def _graph(self, kind: str, dtype: str | None, hazard: tuple[int, ...] = ()) -> Any:
         """The model with normalisation (for raw input) in front and argmax/softmax behind. One
-        graph per kind and input dtype: a tile's divisor and offset are inputs of the graph, so
-        tiles mapped differently (transforms/radiometry.py) never build (or trace) a new one."""
-        key = (kind, dtype)
+        graph per kind, input dtype and set of hazard classes: a tile's divisor and offset are
+        inputs of the graph, so tiles mapped differently (transforms/radiometry.py) never build
+        (or trace) a new one."""
+        key = (kind, dtype, hazard)
         graph = self._graphs.get(key)
         if graph is not None:
             return graph
         with self._lock:
             graph = self._graphs.get(key)
             if graph is None:
-                graph = self._build_graph(kind, dtype)
+                graph = self._build_graph(kind, dtype, hazard)
                 self._graphs[key] = graph
         return graph
 
-    def _build_graph(self, kind: str, dtype: str | None) -> Any:
+    def _build_graph(self, kind: str, dtype: str | None, hazard: tuple[int, ...] = ()) -> Any:
         import keras
 
         ops = keras.ops
@@ -71,8 +72,16 @@ class Predictor:
         elif kind == "labels_confidence":
             probs = ops.softmax(out, axis=-1) if self.card.output == "logits" else out
             labels = ops.cast(ops.argmax(out, axis=-1), "uint8")
-            confidence = ops.cast(ops.round(ops.max(ops.cast(probs, "float32"), axis=-1) * 255.0), "uint8")
-            result = ops.stack([labels, confidence], axis=-1)
+            probs = ops.cast(probs, "float32")
+            confidence = ops.cast(ops.round(ops.max(probs, axis=-1) * 255.0), "uint8")
+            outputs: list[Any] = [labels, confidence]
+            if hazard:
+                # The summed probability of the landing hazard classes (model/landing.py), 255ths.
+                weights = np.zeros(self.card.num_classes, np.float32)
+                weights[list(hazard)] = 1.0
+                summed = ops.minimum(ops.sum(probs * ops.convert_to_tensor(weights), axis=-1), 1.0)
+                outputs.append(ops.cast(ops.round(summed * 255.0), "uint8"))
+            result = ops.stack(outputs, axis=-1)
         else:
             result = ops.cast(ops.softmax(out, axis=-1) if self.card.output == "logits" else out, "float32")
         graph = keras.Model(inputs, result, name=f"{kind}_graph")
@@ -80,7 +89,7 @@ class Predictor:
         return graph
 
     def _run(self, kind: str, patches: np.ndarray, batch_size: int, divisor: float | None,
-             offset: float = 0.0) -> np.ndarray:
+             offset: float = 0.0, hazard: tuple[int, ...] = ()) -> np.ndarray:
         if patches.ndim != 4:
             raise ValueError(f"patches must be (N, H, W, C), got shape {patches.shape}")
         m = self.card.size_multiple
@@ -88,7 +97,7 @@ class Predictor:
             raise ValueError(f"patch size {patches.shape[1:3]} must be a multiple of {m}")
         if divisor is None and patches.dtype != np.float32:
             raise ValueError("normalised patches must be float32; pass divisor= for raw pixels")
-        graph = self._graph(kind, None if divisor is None else patches.dtype.name)
+        graph = self._graph(kind, None if divisor is None else patches.dtype.name, hazard)
         outs = []
         for i in range(0, len(patches), batch_size):
             batch = patches[i:i + batch_size]
@@ -109,10 +118,11 @@ class Predictor:
         return self._run("labels", patches, batch_size, divisor, offset)
 
     def predict_labels_confidence(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None,
-                                  offset: float = 0.0) -> np.ndarray:
+                                  offset: float = 0.0, hazard: tuple[int, ...] = ()) -> np.ndarray:
         """(N, H, W, C) → (N, H, W, 2) uint8: class index, and the model's probability of that
-        class (its confidence) in 255ths. A quarter of the bytes of float scores."""
-        return self._run("labels_confidence", patches, batch_size, divisor, offset)
+        class (its confidence) in 255ths. A quarter of the bytes of float scores. With ``hazard``
+        class indexes, a third channel: their summed probability, in 255ths (landing zones)."""
+        return self._run("labels_confidence", patches, batch_size, divisor, offset, tuple(hazard))
 
     def predict_scores(self, patches: np.ndarray, batch_size: int = 4, divisor: float | None = None,
                        offset: float = 0.0) -> np.ndarray:

@@ -18,9 +18,11 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from common import fileio
 from common.safepath import UnsafePathError, check_segment
 from model.card import ModelCard, ModelCardError, load_card
+from model.landing import LandingError, load_profile
 from model.loading import PRECISIONS, check_model
 from model.shipped import DEFAULT_MODEL
 from transforms import radiometry
+from transforms.landing import LandingSettings
 from transforms.listing import list_inputs, normalise_pattern
 from transforms.masks import MASK_FORMAT_VERSION, OutputLayout
 from transforms.plan import PlanArgs
@@ -30,7 +32,7 @@ from transforms.tiles import MAX_TILE_PIXELS, parse_bands
 log = logging.getLogger(__name__)
 
 #: The folders a run writes under its output (see transforms/masks.py OutputLayout, manifest.py).
-OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging")
+OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging", "hazard", "zones")
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,11 @@ class SegmentOptions(PipelineOptions):
         parser.add_argument("--radiometry", default="card", choices=radiometry.MODES,
                             help="integer data wider than 8 bits without NBITS: card (default: infer the bit depth, "
                                  "map far darker images onto the training images), stretch (p1-p99 to 0-1), none")
+        parser.add_argument("--landing", default=None,
+                            help="also map landing zones with this profile: a shipped name (small-drone) or a JSON "
+                                 "file (model/landing.py); writes zones/<run_id>.parquet (GeoParquet)")
+        parser.add_argument("--gsd", type=float, default=None,
+                            help="metres per pixel of rasters without a CRS (e.g. drone frames), for landing zones")
         parser.add_argument("--model_copies", type=int, default=0,
                             help="0: each worker process loads the model (default); N: N copies per machine, "
                                  "shared by its processes (for models too big to load once per process)")
@@ -117,6 +124,7 @@ class SegmentConfig:
     in_process: bool = True
     model_copies: int = 0
     radiometry: str = "card"
+    landing: LandingSettings | None = None  # --landing: zones are mapped from each tile's mask
 
     @property
     def plan_args(self) -> PlanArgs:
@@ -206,6 +214,7 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
                     fileio.check_writable(os.path.join(output, sub))
     except OSError as exc:
         raise ConfigError(f"--output: {exc}") from None
+    landing = _landing(o, card)
     direct = runner in (None, "DirectRunner", "direct")
     in_process = direct and opts.view_as(DirectOptions).direct_num_workers == 1
     run_id = o.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -214,4 +223,17 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,
         patches_per_block=o.patches_per_block, overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
         root=root, uris=tuple(uris), in_process=in_process, model_copies=o.model_copies, radiometry=o.radiometry,
+        landing=landing,
     )
+
+
+def _landing(o: SegmentOptions, card: ModelCard) -> LandingSettings | None:
+    """--landing and --gsd, validated against the model (ConfigError, exit 2, saying what to fix)."""
+    if o.gsd is not None and not (o.gsd > 0 and o.gsd < 1e4):
+        raise ConfigError(f"--gsd must be a positive number of metres per pixel, not {o.gsd}")
+    if o.landing is None:
+        return None
+    try:
+        return LandingSettings.of(card, load_profile(o.landing), o.gsd)
+    except LandingError as exc:
+        raise ConfigError(str(exc)) from None

@@ -25,9 +25,10 @@ from common.cli import exit_now, setup_logging
 from model.handler import SegmentationModelHandler
 from pipelines.config import ConfigError, SegmentConfig, SegmentOptions, build_config, unknown_options
 from transforms import coders
-from transforms.failures import now_utc, printable
+from transforms.failures import FAILED, now_utc, printable
 from transforms.finish import FinishRun
 from transforms.infer import RunModel
+from transforms.landing import LandingZones
 from transforms.leftovers import claim_staging, clean_leftovers, release_staging
 from transforms.listing import ListInputs
 from transforms.masks import WriteMasks
@@ -48,26 +49,32 @@ class SegmentTiles(beam.PTransform):
         super().__init__()
         self._c = config
 
-    def expand(self, files: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    def expand(self, files: beam.PCollection) -> tuple[beam.PCollection, ...]:
         c = self._c
         coders.register()
+        hazard = None if c.landing is None else c.landing.hazard_classes
         handler = SegmentationModelHandler(c.model_dir, c.card, c.precision, c.batch_size,
-                                           "labels" if c.stitch == "overlap" else "scores", c.model_copies)
+                                           "labels" if c.stitch == "overlap" else "scores", c.model_copies,
+                                           hazard or ())
         if c.overwrite:
             todo, reused = files, files.pipeline | "NothingReused" >> beam.Create([])
         else:
-            todo, reused = files | "SkipDone" >> SkipDone(c.card, c.layout, c.settings, c.precision)
+            todo, reused = files | "SkipDone" >> SkipDone(c.card, c.layout, c.settings, c.precision, hazard)
         tiles = todo | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels, c.radiometry)
         ordered = tiles.main | "SmallestFirst" >> SmallestFirst() if c.in_process else tiles.main
         plan = ordered | "PlanBlocks" >> PlanBlocks(c.plan_args, spread=not c.in_process)
         read = plan.main | "ReadBlocks" >> ReadBlocks()
         inferred = read.main | "RunModel" >> RunModel(handler)
-        stitched = inferred.main | "StitchBlocks" >> StitchBlocks(c.card)
+        stitched = inferred.main | "StitchBlocks" >> StitchBlocks(c.card, hazard or ())
         block_failures = (read.failed, inferred.failed, stitched.failed) | "FlattenBlockFailures" >> beam.Flatten()
-        masks = (stitched.main, block_failures) | "WriteMasks" >> WriteMasks(c.card, c.layout, c.settings, c.precision)
+        masks = (stitched.main, block_failures) | "WriteMasks" >> WriteMasks(c.card, c.layout, c.settings, c.precision,
+                                                                             hazard)
         failures = (tiles.failed, plan.failed, masks.failed) | "FlattenFailures" >> beam.Flatten()
         results = (masks.main, reused) | "FlattenResults" >> beam.Flatten()
-        return results, failures
+        if c.landing is None:
+            return results, failures
+        zones = results | "LandingZones" >> LandingZones(c.card, c.layout, c.landing)
+        return results, failures, zones.main, zones[FAILED]
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ class RunSummary:
     wall_s: float | None = None
     input: str = ""
     out_of_domain: tuple[str, ...] = ()
+    zones_uri: str | None = None
+    zones_total: int = 0
+    landable_area_m2: float = 0.0
 
     def line(self) -> str:
         if self.submitted:
@@ -102,6 +112,9 @@ class RunSummary:
             shown = ", ".join(self.out_of_domain[:5]) + (", ..." if len(self.out_of_domain) > 5 else "")
             text += (f"; {len(self.out_of_domain)} tile(s) look unlike what the model was trained on ({shown}): "
                      "see in_domain and domain_note in the stats")
+        if self.zones_uri:
+            text += (f"; {self.zones_total} landing zone(s), {self.landable_area_m2:,.0f} m² landable, in "
+                     f"{self.zones_uri}")
         if self.failures_uri:
             text += f"; failures listed in {self.failures_uri}"
         return text
@@ -115,14 +128,16 @@ def read_summary(config: SegmentConfig) -> RunSummary:
     return RunSummary(config.run_id, int(data["tiles_total"]), int(data["tiles_written"]), int(data["tiles_skipped"]),
                       int(data["tiles_failed"]), data["stats_uri"], data["failures_uri"], config.output,
                       pixels_segmented=int(data["pixels_segmented"]), wall_s=float(data["wall_s"]),
-                      out_of_domain=tuple(data.get("tiles_out_of_domain", ())))
+                      out_of_domain=tuple(data.get("tiles_out_of_domain", ())), zones_uri=data.get("zones_uri"),
+                      zones_total=int(data.get("zones_total", 0)),
+                      landable_area_m2=float(data.get("landable_area_m2", 0.0)))
 
 
 def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datetime | None = None) -> None:
     files = p | "ListInputs" >> ListInputs(config.input, config.output)
-    results, failures = files | "SegmentTiles" >> SegmentTiles(config)
-    _ = ((results, failures, files)
-         | "FinishRun" >> FinishRun(config.card, config.layout, started_at or now_utc()))
+    results, failures, *zones = files | "SegmentTiles" >> SegmentTiles(config)
+    _ = ((results, failures, files, *zones)
+         | "FinishRun" >> FinishRun(config.card, config.layout, started_at or now_utc(), config.landing))
 
 
 def waits_for_job(runner: str | None) -> bool:

@@ -55,6 +55,7 @@ class TrainConfig:
     halo: int = 32
     fold: int = 0
     policy: str = "mixed_bfloat16"
+    init: str = ""                  # a model directory whose weights start the run (same architecture): fine-tuning
     description: str = ""
 
     @property

@@ -16,6 +16,7 @@ import numpy as np
 from common.synthetic import CLASSES as SYNTHETIC_CLASSES
 from model.architectures import architecture, macs_per_pixel
 from model.card import ClassInfo, ModelCard, Normalisation
+from model.loading import load_model
 from training import datasets
 from training.batchnorm import recalibrate
 from training.config import TrainConfig
@@ -43,6 +44,23 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, policy: st
         return builder(**cfg.architecture(num_classes, in_channels), name=cfg.arch)
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def start_from(model: Any, model_dir: str) -> None:
+    """Fine-tuning: copy the weights of ``model_dir``'s model (loaded in safe mode) into ``model``.
+
+    The architectures must match layer for layer; a mismatch names both shapes, not a Keras trace.
+    """
+    source = load_model(model_dir, precision="float32").model
+    ours, theirs = model.get_weights(), source.get_weights()
+    shapes = [w.shape for w in ours], [w.shape for w in theirs]
+    if shapes[0] != shapes[1]:
+        raise datasets.DatasetError(f"--init {model_dir}: its architecture differs from this run's "
+                                    f"({len(theirs)} weight arrays vs {len(ours)}; first mismatch "
+                                    f"{next(((a, b) for a, b in zip(*shapes) if a != b), None)}); "
+                                    f"give the same --depth/--base_filters/--input_stride as its card")
+    model.set_weights(theirs)
+    print(f"starting from the weights of {model_dir}", flush=True)
 
 
 def provisional_card(cfg: TrainConfig, spec: datasets.DatasetSpec) -> ModelCard:
@@ -87,6 +105,8 @@ def train(cfg: TrainConfig, data: TrainingData, out: str, verbose: int | None = 
     dataset = make_dataset(data.train, cfg.crop, cfg.batch, cfg.seed, augment, weights,
                            cfg.synthetic_fraction, data.partial, cfg.partial_fraction).map(pack_targets)
     model = build_model(cfg, card.num_classes, data.spec.in_channels, cfg.policy)
+    if cfg.init:
+        start_from(model, cfg.init)
     total = cfg.epochs * cfg.steps_per_epoch
     warm = min(cfg.warmup_steps, max(total // 10, 1))
     schedule = keras.optimizers.schedules.CosineDecay(

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("jitter", float), ("zoom", float), ("elastic", float), ("synthetic_fraction", float),
                        ("partial_fraction", float), ("gamma", float), ("hue", float), ("blur", float),
                        ("noise", float), ("grey", float),
-                       ("patch_size", int), ("halo", int), ("policy", str)):
+                       ("patch_size", int), ("halo", int), ("policy", str), ("init", str)):
         o.add_argument(f"--{name}", type=kind, default=None)
     o.add_argument("--d4", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                    help="true: D4 flips/rotations; false: left-right flips only")

@@ -23,6 +23,7 @@ import apache_beam as beam
 from common import fileio
 from model.card import ModelCard
 from transforms.failures import now_utc, printable
+from transforms.landing import LandingSettings, TileZoneRecord, write_zone_tables
 from transforms.leftovers import release_staging
 from transforms.manifest import write_manifest
 from transforms.masks import CORE_SUFFIX, FAIL_SUFFIX, OutputLayout
@@ -92,17 +93,29 @@ def run_summary(results: list[TileResult], failures: list[dict[str, Any]], layou
 
 
 def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, Any]]], listed: list[InputFile],
-               card: ModelCard, layout: OutputLayout, started_at: dt.datetime) -> dict[str, Any]:
-    """Keep the books, remove the run's staging, then write both tables, the manifest and the
-    summary (staging first: on a nearly full disk it is what leaves room for the tables)."""
+               card: ModelCard, layout: OutputLayout, started_at: dt.datetime,
+               zones: list[TileZoneRecord] | None = None, landing_failures: list[tuple[str, dict[str, Any]]] | None = None,
+               landing: LandingSettings | None = None) -> dict[str, Any]:
+    """Keep the books, remove the run's staging, then write the tables (stats, failures, landing
+    zones with --landing), the manifest and the summary (staging first: on a nearly full disk it
+    is what leaves room for the tables)."""
     kept, failed = one_per_tile(results, failures, listed, layout)
+    # A tile whose mask was made but whose zones were not is a failure of the landing stage (its
+    # mask and stats stand): one row per tile, beside the tiles that failed earlier.
+    seen: set[str] = set()
+    for tile_id, record in sorted(landing_failures or [], key=lambda kv: (kv[0], kv[1]["failed_at"])):
+        if tile_id not in seen and not any(z.tile_id == tile_id for z in zones or []):
+            seen.add(tile_id)
+            failed.append(record)
     release_staging(layout)
     rows = [row for r in kept for row in r.stats_rows(card)]
     stats_uri = write_table(rows, STATS_SCHEMA, layout.stats_uri(), layout.run_id)
     failures_uri = write_table(failed, FAILURE_SCHEMA, layout.failures_uri(), layout.run_id)
+    zone_info = write_zone_tables(zones or [], layout, landing) if landing is not None else {}
     if kept:
         write_manifest(layout.root, kept)
     summary = run_summary(kept, failed, layout, len(listed), started_at, now_utc(), stats_uri, failures_uri)
+    summary.update(zone_info)
     with fileio.open_file(layout.summary_uri(), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
@@ -115,17 +128,27 @@ class FinishRun(beam.PTransform):
     """(TileResults, keyed failures, listed InputFiles) → the run summary (one element), with the
     tables, manifest and summary written."""
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, started_at: dt.datetime) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, started_at: dt.datetime,
+                 landing: LandingSettings | None = None) -> None:
         super().__init__()
         self._card = card
         self._layout = layout
         self._started_at = started_at
+        self._landing = landing
 
-    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        results, failures, listed = pcolls
+    def expand(self, pcolls: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        """(results, failures, listed) or, with landing, (results, failures, listed, zone records,
+        landing failures)."""
+        results, failures, listed = pcolls[:3]
         failures_list = failures | "CollectFailures" >> beam.combiners.ToList()
         listed_list = listed | "CollectListed" >> beam.combiners.ToList()
+        extra = {}
+        if self._landing is not None:
+            extra = {"zones": beam.pvalue.AsSingleton(pcolls[3] | "CollectZones" >> beam.combiners.ToList()),
+                     "landing_failures": beam.pvalue.AsSingleton(
+                         pcolls[4] | "CollectLandingFailures" >> beam.combiners.ToList()),
+                     "landing": self._landing}
         return (results | "CollectResults" >> beam.combiners.ToList()
                 | "Finish" >> beam.Map(finish_run, beam.pvalue.AsSingleton(failures_list),
                                        beam.pvalue.AsSingleton(listed_list), card=self._card, layout=self._layout,
-                                       started_at=self._started_at))
+                                       started_at=self._started_at, **extra))

@@ -18,6 +18,7 @@ instead of a false failure; the run's last step keeps one result per tile and re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -88,6 +89,23 @@ class OutputLayout:
     def staging_dir(self, tile_id: str) -> str:
         return fileio.join(self.staging_root(), check_relative(tile_id, "tile id"))
 
+    def hazard_uri(self, tile_id: str) -> str:
+        """The tile's landing-hazard probability COG (uint8 255ths; --landing only)."""
+        return fileio.join(self.root, "hazard", f"{check_relative(tile_id, 'tile id')}.tif")
+
+    def hazard_dir(self) -> str:
+        return fileio.join(self.root, "hazard")
+
+    def zones_uri(self) -> str:
+        return fileio.join(self.root, "zones", f"{self.run_id}.parquet")
+
+    def zones_summary_uri(self) -> str:
+        return fileio.join(self.root, "zones", f"{self.run_id}.summary.parquet")
+
+    def zones_cache_uri(self, tile_id: str) -> str:
+        """One tile's zones as last computed, reused while mask and rules are the same."""
+        return fileio.join(self.root, "zones", "_tiles", f"{check_relative(tile_id, 'tile id')}.parquet")
+
     def stats_uri(self) -> str:
         return fileio.join(self.root, "stats", f"{self.run_id}.parquet")
 
@@ -116,6 +134,8 @@ def stage_core(core: BlockCore, layout: OutputLayout) -> str:
         arrays["confidence"] = np.asarray(core.confidence_sum, np.float64)
     if core.inputs is not None:
         arrays["inputs"] = core.inputs.to_array()
+    if core.hazard is not None:
+        arrays["hazard"] = core.hazard
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **arrays)
     fileio.makedirs(folder)
@@ -146,6 +166,7 @@ class StagedCore:
     areas: np.ndarray | None
     confidence: float | None
     inputs: InputSums | None = None
+    hazard: np.ndarray | None = None
 
 
 def load_core(uri: str) -> StagedCore:
@@ -155,7 +176,8 @@ def load_core(uri: str) -> StagedCore:
         return StagedCore(Window(row, col, height, width), data["labels"], data["counts"].astype(np.int64),
                           data["areas"].astype(np.float64) if "areas" in data.files else None,
                           float(data["confidence"]) if "confidence" in data.files else None,
-                          InputSums.from_array(data["inputs"]) if "inputs" in data.files else None)
+                          InputSums.from_array(data["inputs"]) if "inputs" in data.files else None,
+                          data["hazard"] if "hazard" in data.files else None)
 
 
 @dataclass(frozen=True)
@@ -196,35 +218,22 @@ def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
 
 
 def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_local: str,
-                   tags_for: Callable[[TileTotals], dict[str, str]]) -> None:
-    """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags).
+                   tags_for: Callable[[TileTotals], dict[str, str]], hazard_local: str | None = None,
+                   hazard_tags: dict[str, str] | None = None) -> None:
+    """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags),
+    and with ``hazard_local`` their landing-hazard probabilities into a second COG (uint8 255ths).
 
     Each core is read once: its labels go into the mask and its totals into the tile's, which
     ``tags_for`` turns into the mask's tags once every core is in."""
     import rasterio
-    from affine import Affine
-    from rasterio.crs import CRS
-    from rasterio.shutil import copy as rio_copy
 
     tmp = out_local + ".stage.tif"
-    profile = {
-        "driver": "GTiff",
-        "width": tile.width,
-        "height": tile.height,
-        "count": 1,
-        "dtype": "uint8",
-        "nodata": card.mask_nodata,
-        "transform": Affine(*tile.transform),
-        "tiled": True,
-        "blockxsize": MASK_BLOCK,
-        "blockysize": MASK_BLOCK,
-        "compress": "none",
-        "BIGTIFF": "IF_SAFER",
-    }
-    if tile.crs_wkt:
-        profile["crs"] = CRS.from_wkt(tile.crs_wkt)
+    tmp_hazard = None if hazard_local is None else hazard_local + ".stage.tif"
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with contextlib.ExitStack() as stack:
+            dst = stack.enter_context(rasterio.open(tmp, "w", **_tiff_profile(tile, card.mask_nodata)))
+            hz = None if tmp_hazard is None else stack.enter_context(
+                rasterio.open(tmp_hazard, "w", **_tiff_profile(tile, None)))
             parts = []  # each core's small totals; its labels are written and let go
             for uri in core_uris:
                 core = load_core(uri)
@@ -232,16 +241,47 @@ def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_lo
                     raise MaskWriteError(f"{tile.uri}: staged block {uri} has shape {core.labels.shape}, "
                                          f"expected {core.window.shape}")
                 dst.write(core.labels, 1, window=core.window.to_rasterio())
-                parts.append(dataclasses.replace(core, labels=core.labels[:0, :0]))  # totals only
+                if hz is not None:
+                    if core.hazard is None or core.hazard.shape != core.window.shape:
+                        raise MaskWriteError(f"{tile.uri}: staged block {uri} has no hazard probabilities; "
+                                             "rerun with --overwrite")
+                    hz.write(core.hazard, 1, window=core.window.to_rasterio())
+                parts.append(dataclasses.replace(core, labels=core.labels[:0, :0], hazard=None))  # totals only
             dst.write_colormap(1, card.palette())
             dst.update_tags(**tags_for(TileTotals.of(parts)))
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-            rio_copy(
-                tmp, out_local, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=MASK_BLOCK,
-                OVERVIEW_RESAMPLING="MODE", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
-            )
+            if hz is not None:
+                hz.update_tags(**(hazard_tags or {}))
+        _to_cog(tmp, out_local, "MODE")
+        if tmp_hazard is not None and hazard_local is not None:
+            _to_cog(tmp_hazard, hazard_local, "AVERAGE")
     finally:
         fileio.remove(tmp)
+        if tmp_hazard is not None:
+            fileio.remove(tmp_hazard)
+
+
+def _tiff_profile(tile: TileSpec, nodata: int | None) -> dict[str, Any]:
+    """A local tiled, uncompressed GTiff on the tile's grid (the COG is made from it)."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": tile.width, "height": tile.height, "count": 1, "dtype": "uint8",
+        "nodata": nodata, "transform": Affine(*tile.transform), "tiled": True, "blockxsize": MASK_BLOCK,
+        "blockysize": MASK_BLOCK, "compress": "none", "BIGTIFF": "IF_SAFER",
+    }
+    if tile.crs_wkt:
+        profile["crs"] = CRS.from_wkt(tile.crs_wkt)
+    return profile
+
+
+def _to_cog(tmp: str, out: str, resampling: str) -> None:
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        rio_copy(tmp, out, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=MASK_BLOCK,
+                 OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
 
 
 class TileFinisher:
@@ -251,12 +291,14 @@ class TileFinisher:
     TileResult, or its failure on ``failed``.
     """
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
+                 hazard_classes: tuple[int, ...] | None = None) -> None:
         self._card = card
         self._layout = layout
         self._settings = settings
         self._requested = precision
         self._precision: str | None = None
+        self._hazard = hazard_classes  # None: no hazard COG (a run without --landing)
 
     @property
     def precision(self) -> str:
@@ -330,13 +372,21 @@ class TileFinisher:
                 log.warning("%s: outside what model %s knows: %s; treat its mask (and any landing zones on it) "
                             "with suspicion", tile.uri, self._card.model_id, "; ".join(domain.reasons))
             made.append(TileResult.of_tile(tile, self._settings.key(self.precision), mask_uri, self.precision,
-                                           totals.counts, totals.areas, self._layout.run_id, now_utc(), domain))
+                                           totals.counts, totals.areas, self._layout.run_id, now_utc(), domain,
+                                           self._hazard))
             return mask_tags(self._card, made[0])
 
         with fileio.local_scratch() as tmpdir:
             local = fileio.join(tmpdir, "mask.tif")
-            write_mask_cog(tile, core_uris, self._card, local, tags_for)
+            hazard_local = None if self._hazard is None else fileio.join(tmpdir, "hazard.tif")
+            hazard_tags = {"TILESEG_MODEL_ID": self._card.model_id, TAG_FINGERPRINT: tile.fingerprint,
+                           "TILESEG_HAZARD_CLASSES": json.dumps([self._card.classes[k].name for k in self._hazard or ()]),
+                           "TILESEG_HAZARD_UNITS": "summed probability of the hazard classes, 255ths; 255 where nodata"}
+            write_mask_cog(tile, core_uris, self._card, local, tags_for, hazard_local, hazard_tags)
             result = dataclasses.replace(made[0], mask_bytes=os.path.getsize(local))
+            # The hazard COG first: a published mask says the tile is done, with everything it needs.
+            if hazard_local is not None:
+                fileio.publish(hazard_local, self._layout.hazard_uri(tile.tile_id))
             fileio.publish(local, mask_uri)
         # Then the marker (a retried block finds it), then the cores: never the other way round.
         with fileio.open_file(fileio.join(folder, RESULT_NAME), "w") as f:
@@ -380,18 +430,20 @@ def _record_from_json(data: dict[str, Any]) -> dict[str, Any]:
 class _FinishingFn(beam.DoFn):
     """Base of the two staging DoFns: stage the element, then let the TileFinisher look."""
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
+                 hazard_classes: tuple[int, ...] | None = None) -> None:
         self._card = card
         self._layout = layout
         self._settings = settings
         self._precision = precision
+        self._hazard = hazard_classes
         # Beam metrics: the Dataflow UI (and a local run's end) show how far the job got.
         self._tiles_written = beam.metrics.Metrics.counter("tileseg", "tiles_written")
         self._tiles_failed = beam.metrics.Metrics.counter("tileseg", "tiles_failed")
         self._pixels = beam.metrics.Metrics.counter("tileseg", "pixels_segmented")
 
     def setup(self) -> None:
-        self._finisher = TileFinisher(self._card, self._layout, self._settings, self._precision)
+        self._finisher = TileFinisher(self._card, self._layout, self._settings, self._precision, self._hazard)
 
     def _finish(self, tile: TileSpec, tile_blocks: int) -> Iterator[Any]:
         for out in self._finisher.arrived(tile, tile_blocks):
@@ -440,9 +492,10 @@ class WriteMasks(beam.PTransform):
     no output here; the run's last step (transforms/finish.py) accounts for it.
     """
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
+                 hazard_classes: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self._args = (card, layout, settings, precision)
+        self._args = (card, layout, settings, precision, hazard_classes)
 
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> StageOutput:
         cores, block_failures = inputs

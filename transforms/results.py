@@ -56,17 +56,20 @@ class TileResult:
     oblique_view: float | None = None
     in_domain: bool | None = None
     domain_note: str = ""
+    #: The classes whose summed probability the tile's hazard COG holds (layout.hazard_uri), or
+    #: None when no hazard COG was made (a run without --landing).
+    hazard_classes: tuple[int, ...] | None = None
 
     @classmethod
     def of_tile(cls, tile: TileSpec, settings: str, mask_uri: str, precision: str, counts: tuple[int, ...],
                 areas: tuple[float, ...] | None, run_id: str, processed_at: dt.datetime,
-                domain: DomainCheck | None = None) -> TileResult:
+                domain: DomainCheck | None = None, hazard_classes: tuple[int, ...] | None = None) -> TileResult:
         d = domain or DomainCheck(None, None, None, None)
         return cls(tile.tile_id, tile.uri, tile.fingerprint, settings, mask_uri, precision, tile.pixels, tile.crs,
                    tile.pixel_areas.pixel_size_m(), counts, areas, run_id, processed_at, radiometry=tile.radiometry,
                    mean_confidence=d.mean_confidence, input_distance=_rounded(d.input_distance),
                    oblique_view=_rounded(d.oblique_view), in_domain=d.in_domain,
-                   domain_note="; ".join(d.reasons))
+                   domain_note="; ".join(d.reasons), hazard_classes=hazard_classes)
 
     def to_json(self) -> str:
         """The stored form (mask tag, manifest), without ``reused`` and ``mask_bytes``."""
@@ -93,6 +96,7 @@ class TileResult:
             oblique_view=_optional_float(data.get("oblique_view")),
             in_domain=None if data.get("in_domain") is None else bool(data["in_domain"]),
             domain_note=str(data.get("domain_note", "")),
+            hazard_classes=None if data.get("hazard_classes") is None else tuple(int(k) for k in data["hazard_classes"]),
         )
 
     def stats_rows(self, card: ModelCard) -> list[dict[str, Any]]:

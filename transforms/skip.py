@@ -38,12 +38,15 @@ class DoneIndex:
 
     manifest: dict[str, DoneEntry]
     mask_bytes: dict[str, int]
+    hazards: frozenset[str] = frozenset()  # published hazard COGs (listed only when the run needs them)
 
     @classmethod
-    def load(cls, layout: OutputLayout) -> DoneIndex:
+    def load(cls, layout: OutputLayout, with_hazards: bool = False) -> DoneIndex:
         masks = {uri: int(entry.get("size") or 0) for uri, entry in fileio.match_detail(layout.masks_dir())}
         manifest = read_manifest(layout.root) if masks else {}
-        return cls(manifest, masks)
+        hazards = frozenset(uri for uri, _ in fileio.match_detail(layout.hazard_dir())) if with_hazards and masks \
+            else frozenset()
+        return cls(manifest, masks, hazards)
 
 
 def stored_result(mask_uri: str, fingerprint: str, key: str, num_classes: int) -> TileResult | None:
@@ -64,11 +67,13 @@ def stored_result(mask_uri: str, fingerprint: str, key: str, num_classes: int) -
 class SkipDoneFn(beam.DoFn):
     """InputFile → itself when its mask must be made; else its stored TileResult on ``reused``."""
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
+                 hazard_classes: tuple[int, ...] | None = None) -> None:
         self._card = card
         self._layout = layout
         self._settings = settings
         self._requested = precision
+        self._hazard = hazard_classes  # --landing: a tile is done only with its hazard COG for these classes
 
     def setup(self) -> None:
         # The precision the model will run at in this process: the skip key names it.
@@ -89,6 +94,9 @@ class SkipDoneFn(beam.DoFn):
             result: TileResult | None = TileResult.from_json(entry.result)
         else:
             result = stored_result(mask_uri, item.fingerprint, self._key, self._card.num_classes)
+        if result is not None and self._hazard is not None and (
+                result.hazard_classes != self._hazard or self._layout.hazard_uri(item.tile_id) not in index.hazards):
+            result = None  # up to date, but without the hazard probabilities this run's landing zones need
         if result is None:
             yield item
             return
@@ -100,14 +108,17 @@ class SkipDoneFn(beam.DoFn):
 class SkipDone(beam.PTransform):
     """InputFiles → those whose mask must be made (main) and the TileResults of the others (``reused``)."""
 
-    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str) -> None:
+    def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
+                 hazard_classes: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self._fn = SkipDoneFn(card, layout, settings, precision)
+        self._fn = SkipDoneFn(card, layout, settings, precision, hazard_classes)
         self._layout = layout
+        self._hazards = hazard_classes is not None
 
     def expand(self, files: beam.PCollection) -> StageOutput:
         index = (files.pipeline | "Start" >> beam.Create([None])
-                 | "ReadDoneIndex" >> beam.Map(lambda _, layout: DoneIndex.load(layout), layout=self._layout))
+                 | "ReadDoneIndex" >> beam.Map(lambda _, layout, hz: DoneIndex.load(layout, hz), layout=self._layout,
+                                               hz=self._hazards))
         out = (files | "CheckMasks" >> beam.ParDo(self._fn, beam.pvalue.AsSingleton(index))
                .with_outputs(REUSED, main="main"))
         return StageOutput(out.main, out[REUSED])

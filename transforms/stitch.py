@@ -39,47 +39,62 @@ class BlockCore:
     areas: np.ndarray | None
     confidence_sum: float | None = None
     inputs: InputSums | None = None
+    #: (h, w) uint8: the summed probability of the landing hazard classes, in 255ths (--landing only)
+    hazard: np.ndarray | None = None
 
 
-def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard) -> BlockCore:
+def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard,
+                 hazard_classes: tuple[int, ...] = ()) -> BlockCore:
     """The model's output for ``ctx.block``'s patches → its BlockCore. Outputs are (K, Hp, Wp)
-    labels, (K, Hp, Wp, 2) uint8 labels and confidence (255ths), or (K, Hp, Wp, N) float scores."""
+    labels, (K, Hp, Wp, 2 or 3) uint8 labels, confidence and hazard probability (255ths), or
+    (K, Hp, Wp, N) float scores (then ``hazard_classes`` say whose probabilities make the hazard)."""
     block = ctx.block
     confidence: np.ndarray | None = None
+    hazard: np.ndarray | None = None
     if outputs.ndim == 3:
         labels = stitch_labels(block, outputs)
-    elif outputs.dtype == np.uint8 and outputs.shape[-1] == 2:
-        labels = stitch_labels(block, outputs[..., 0])
-        confidence = stitch_labels(block, outputs[..., 1]).astype(np.float64) / 255.0
+    elif outputs.dtype == np.uint8 and outputs.shape[-1] in (2, 3):
+        both = stitch_labels(block, outputs)
+        labels = both[..., 0]
+        confidence = both[..., 1].astype(np.float64) / 255.0
+        hazard = both[..., 2].copy() if outputs.shape[-1] == 3 else None
     else:
         blended = blend_scores(block, outputs)
         labels = np.argmax(blended, axis=-1).astype(np.uint8)
         total = blended.sum(axis=-1)
         confidence = np.divide(blended.max(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+        if hazard_classes:
+            summed = blended[..., list(hazard_classes)].sum(axis=-1)
+            share = np.divide(summed, total, out=np.zeros_like(total), where=total > 0)
+            hazard = np.round(np.clip(share, 0.0, 1.0) * 255.0).astype(np.uint8)
     valid = core_of_window(block, ctx.valid)
     core = block.core
     row_areas = ctx.tile.pixel_areas.row_areas_m2(core.row, core.row_stop, core.col, core.col_stop)
     counts, areas = class_areas_m2(labels, valid, card.num_classes, row_areas)
     labels = np.where(valid, labels, np.uint8(card.mask_nodata)).astype(np.uint8)
+    if hazard is not None:
+        hazard = np.where(valid, hazard, np.uint8(255))  # unknown ground is a hazard
     confidence_sum = None if confidence is None else float(confidence[valid].sum(dtype=np.float64))
     return BlockCore(tile=ctx.tile, block=block, labels=labels, counts=counts, areas=areas,
-                     confidence_sum=confidence_sum, inputs=ctx.inputs)
+                     confidence_sum=confidence_sum, inputs=ctx.inputs, hazard=hazard)
 
 
 class StitchBlocks(beam.PTransform):
     """(BlockContext, model outputs) → BlockCore, and BlockFailures of the blocks that fail."""
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard, hazard_classes: tuple[int, ...] = ()) -> None:
         super().__init__()
         self._card = card
+        self._hazard = tuple(hazard_classes)
 
     def expand(self, predictions: beam.PCollection) -> StageOutput:
-        out = predictions | guarded("Stitch", functools.partial(_stitch, self._card), _failed, "stitch", BlockCore)
+        out = predictions | guarded("Stitch", functools.partial(_stitch, self._card, self._hazard), _failed, "stitch",
+                                    BlockCore)
         return StageOutput(out.main, out.failed)
 
 
-def _stitch(card: ModelCard, element: tuple[BlockContext, np.ndarray]) -> Iterator[BlockCore]:
-    yield stitch_block(element[0], element[1], card)
+def _stitch(card: ModelCard, hazard: tuple[int, ...], element: tuple[BlockContext, np.ndarray]) -> Iterator[BlockCore]:
+    yield stitch_block(element[0], element[1], card, hazard)
 
 
 def _failed(element: tuple[BlockContext, Any], stage: str, exc: BaseException) -> Any:

@@ -1,0 +1,360 @@
+"""Landing zones from a class mask (and the model's hazard probability), exact across blocks.
+
+The definition (docs and tests use exactly this; model/landing.py makes the rules from a profile):
+
+* A pixel is a **hazard** if its class is a hazard, or it is nodata, or (when P < 1) the model's
+  summed probability of the hazard classes there is >= P. Everything beyond the raster's edge is
+  nodata, so it is a hazard too: unknown ground is never safe.
+* An **admissible centre** is a pixel whose ground distance to every hazard pixel of class k is
+  >= R + b_k (nodata and beyond the edge: R + the default buffer; hazards by probability: the
+  largest R + b_k of the hazard classes, since they are probably one of them).
+* A **zone** is an 8-connected set of admissible centres of ground area >= ``min_area_m2``.
+  Its ``touchdown`` is its centre farthest from any hazard, ``clearance_m`` that distance (measured
+  up to the horizon ``2 * max(R + b)``; ties go to the first pixel in raster order), its
+  ``caution_share`` and ``mean_hazard_probability`` the mean over its centres of the share of
+  caution pixels, and of the hazard probability, within R of the centre.
+* **Score** in [0, 1]: ``min(1, clearance_m / horizon) * (1 - caution_share / 2) *
+  (1 - mean_hazard_probability) * (1/2 if the tile is out of the model's domain)``: more room,
+  firmer ground and a surer model rank higher, and no zone of a tile the domain check flagged
+  ranks as high as the same zone on a tile the model knows.
+
+How it stays exact at any size with memory bounded by the block: the tile is cut into square
+blocks; each block is read with a halo that reaches the horizon (in pixels, for the smallest
+ground factor of common/ground.py), so every distance that matters sees the hazards of the
+neighbouring blocks. Components are labelled per block and merged across block borders
+(8-connectivity, one graph of the border pairs); their statistics add up, their polygons (pixel
+edges, integer coordinates) are unioned exactly. Only border lines, per-component totals and
+polygons outlive a block, never its pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.ground import GroundMetric
+
+EIGHT = np.ones((3, 3), bool)
+
+
+@dataclass(frozen=True)
+class ZoneRules:
+    """What the zone mapper needs of a profile and a model, per class index."""
+
+    roles: tuple[str, ...]
+    clearance_m: tuple[float, ...]  # R + b_k per class (used for hazard classes)
+    default_clearance_m: float      # nodata and beyond the edge
+    radius_m: float
+    min_area_m2: float
+    max_hazard_probability: float
+    nodata: int
+
+    @property
+    def hazard_classes(self) -> tuple[int, ...]:
+        return tuple(i for i, r in enumerate(self.roles) if r == "hazard")
+
+    @property
+    def caution_classes(self) -> tuple[int, ...]:
+        return tuple(i for i, r in enumerate(self.roles) if r == "caution")
+
+    @property
+    def probability_clearance_m(self) -> float:
+        hazards = [self.clearance_m[k] for k in self.hazard_classes]
+        return max(hazards) if hazards else self.default_clearance_m
+
+    @property
+    def uses_probability(self) -> bool:
+        return self.max_hazard_probability < 1.0 and bool(self.hazard_classes)
+
+    @property
+    def probability_level(self) -> int:
+        """Stored hazard probabilities are uint8 255ths: p >= P exactly when the value >= this."""
+        return int(math.ceil(self.max_hazard_probability * 255.0 - 1e-9))
+
+    @property
+    def horizon_m(self) -> float:
+        """How far clearance is measured (and how far each block's halo reaches)."""
+        used = [self.default_clearance_m, self.probability_clearance_m,
+                *(self.clearance_m[k] for k in self.hazard_classes)]
+        return 2.0 * max(used)
+
+
+@dataclass
+class Zone:
+    zone_id: int
+    geometry: Any               # shapely (Multi)Polygon in pixel coordinates (column, row)
+    touchdown: tuple[int, int]  # (row, column) of the touchdown pixel
+    clearance_m: float
+    area_m2: float
+    pixels: int
+    caution_share: float
+    mean_hazard_probability: float | None
+    score: float
+
+
+@dataclass
+class TileZones:
+    zones: list[Zone]
+    assessed_area_m2: float   # valid (not nodata) ground
+    hazard_area_m2: float     # valid ground that is a hazard
+    horizon_m: float
+    blocks: int
+    mask: np.ndarray | None = field(default=None, repr=False)  # zone ids (0: none), only when asked
+
+    @property
+    def landable_area_m2(self) -> float:
+        return float(sum(z.area_m2 for z in self.zones))
+
+
+#: read(row0, row1, col0, col1) → (labels uint8, hazard probability uint8 255ths or None) of that
+#: window, boundless: pixels beyond the raster are nodata.
+Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+def score(clearance_m: float, caution_share: float, mean_probability: float | None, horizon_m: float,
+          in_domain: bool | None) -> float:
+    """The zone score (module docstring)."""
+    s = min(1.0, clearance_m / horizon_m) * (1.0 - caution_share / 2.0) * (1.0 - (mean_probability or 0.0))
+    return float(s * (0.5 if in_domain is False else 1.0))
+
+
+def disc_rows(radius_m: float, sy: float, sx: float) -> list[tuple[int, int]]:
+    """The pixels within ``radius_m`` of a pixel, as (row offset, half-width in columns)."""
+    ry = int(math.floor(radius_m / sy + 1e-9))
+    out = []
+    for dy in range(-ry, ry + 1):
+        rest = radius_m * radius_m - (dy * sy) ** 2
+        out.append((dy, int(math.floor(math.sqrt(max(rest, 0.0)) / sx + 1e-9))))
+    return out
+
+
+def disc_sums(values: np.ndarray, halo: int, h: int, w: int, rows: list[tuple[int, int]]) -> np.ndarray:
+    """Integer sums of ``values`` (a window with ``halo`` around an h x w core) over the disc
+    around each core pixel: exact, so the same pixel sums the same whatever window it is in."""
+    cum = np.zeros((values.shape[0], values.shape[1] + 1), np.int64)
+    np.cumsum(values, axis=1, dtype=np.int64, out=cum[:, 1:])
+    total = np.zeros((h, w), np.int64)
+    for dy, wx in rows:
+        band = cum[halo + dy: halo + dy + h]
+        total += band[:, halo + wx + 1: halo + wx + 1 + w] - band[:, halo - wx: halo - wx + w]
+    return total
+
+
+@dataclass
+class _Block:
+    index: tuple[int, int]
+    base: int               # global id of its component 1 is base + 1
+    count: int
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+
+def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules: ZoneRules, block: int = 1024,
+              in_domain: bool | None = None, keep_mask: bool = False) -> TileZones:
+    """The landing zones of a ``height`` x ``width`` raster (module docstring)."""
+    from scipy import ndimage
+    from shapely import geometry as shp
+    from shapely import union_all
+
+    sy, sx = metric.sampling
+    horizon = rules.horizon_m
+    halo = int(math.ceil(horizon / (metric.min_factor() * min(sy, sx)))) + 1
+    disc = disc_rows(rules.radius_m, sy, sx)
+    disc_size = sum(2 * wx + 1 for _, wx in disc)
+    groups = _groups(rules)
+    hazard_lut = np.zeros(256, bool)
+    hazard_lut[list(rules.hazard_classes)] = True
+    hazard_lut[rules.nodata] = True
+    caution_lut = np.zeros(256, np.uint8)
+    caution_lut[list(rules.caution_classes)] = 1
+
+    blocks: dict[tuple[int, int], _Block] = {}
+    comps: dict[str, list[np.ndarray]] = {k: [] for k in ("area", "pixels", "clear", "row", "col", "caution", "prob")}
+    pieces: dict[int, list[Any]] = {}
+    kept_labels: dict[tuple[int, int], np.ndarray] = {}
+    assessed = hazard_area = 0.0
+    have_prob = True
+    base = 0
+    for bi in range(math.ceil(height / block)):
+        for bj in range(math.ceil(width / block)):
+            r0, c0 = bi * block, bj * block
+            r1, c1 = min(r0 + block, height), min(c0 + block, width)
+            h, w = r1 - r0, c1 - c0
+            labels, prob = read(r0 - halo, r1 + halo, c0 - halo, c1 + halo)
+            have_prob = have_prob and prob is not None
+            cut = (slice(halo, halo + h), slice(halo, halo + w))
+            prob_hazard = (prob >= rules.probability_level) & (labels != rules.nodata) \
+                if rules.uses_probability and prob is not None else None
+            factor = metric.factors(r0, r1, c0, c1)
+            admissible = np.ones((h, w), bool)
+            clearance = np.full((h, w), horizon)
+            for clear_m, lut, by_probability in groups:
+                mask = lut[labels]
+                if by_probability and prob_hazard is not None:
+                    mask |= prob_hazard
+                if not mask.any():
+                    continue  # nothing of this group within the halo: farther than the horizon
+                d = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut] * factor
+                admissible &= d >= clear_m
+                np.minimum(clearance, d, out=clearance)
+            core = labels[cut]
+            valid = core != rules.nodata
+            hazard_core = hazard_lut[core] if prob_hazard is None else hazard_lut[core] | prob_hazard[cut]
+            area = np.broadcast_to(metric.areas(r0, r1, c0, c1), (h, w))
+            assessed += float(area[valid].sum(dtype=np.float64))
+            hazard_area += float(area[valid & hazard_core].sum(dtype=np.float64))
+            lab, n = ndimage.label(admissible, structure=EIGHT)
+            blocks[(bi, bj)] = _Block((bi, bj), base, n, lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(),
+                                      lab[:, -1].copy())
+            if keep_mask:
+                kept_labels[(bi, bj)] = lab
+            if n:
+                idx = np.arange(1, n + 1)
+                caution = (disc_sums(caution_lut[labels], halo, h, w, disc) / disc_size if rules.caution_classes
+                           else np.zeros((h, w)))
+                comps["area"].append(np.asarray(ndimage.sum_labels(area, lab, idx), np.float64))
+                comps["pixels"].append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
+                best = np.asarray(ndimage.maximum(clearance, lab, idx), np.float64)
+                rows, cols = _first_at(lab, clearance, best)
+                comps["clear"].append(best)
+                comps["row"].append(rows + r0)
+                comps["col"].append(cols + c0)
+                comps["caution"].append(np.asarray(ndimage.sum_labels(caution, lab, idx), np.float64))
+                if prob is not None:
+                    mean_prob = disc_sums(prob, halo, h, w, disc) / (255.0 * disc_size)
+                    comps["prob"].append(np.asarray(ndimage.sum_labels(mean_prob, lab, idx), np.float64))
+                # Polygons only of components that can be (part of) a zone: big enough, or
+                # touching the block's border (a neighbour may continue them).
+                edge = np.zeros(n + 1, bool)
+                edge[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
+                keep = np.concatenate([[False], comps["area"][-1] >= rules.min_area_m2]) | edge
+                keep[0] = False
+                _polygons(np.where(keep[lab], lab, 0), r0, c0, base, pieces, shp)
+            base += n
+    roots = _merge(blocks, base)
+    if base == 0:
+        return TileZones([], assessed, hazard_area, horizon, len(blocks),
+                         np.zeros((height, width), np.int32) if keep_mask else None)
+    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in comps.items()}
+    nroot = int(roots.max()) + 1
+    area_r = np.bincount(roots, weights=cat["area"], minlength=nroot)
+    pixels_r = np.bincount(roots, weights=cat["pixels"], minlength=nroot)
+    caution_r = np.bincount(roots, weights=cat["caution"], minlength=nroot)
+    prob_r = np.bincount(roots, weights=cat["prob"], minlength=nroot) if have_prob else None
+    # touchdown: the largest clearance, then the first pixel in raster order
+    order = np.lexsort((cat["col"], cat["row"], -cat["clear"], roots))
+    first = order[np.concatenate([[True], np.diff(roots[order]) != 0])]
+    best_of = {int(roots[i]): int(i) for i in first}
+    polygons: dict[int, list[Any]] = {}
+    for gid, parts in pieces.items():
+        polygons.setdefault(int(roots[gid - 1]), []).extend(parts)
+    chosen = sorted((r for r in best_of if area_r[r] >= rules.min_area_m2 and pixels_r[r] > 0),
+                    key=lambda r: (int(cat["row"][best_of[r]]), int(cat["col"][best_of[r]])))
+    zones = []
+    zone_of_root = np.zeros(nroot, np.int32)
+    for zone_id, r in enumerate(chosen, start=1):
+        i = best_of[r]
+        n_px = float(pixels_r[r])
+        caution_share = float(caution_r[r] / n_px)
+        mean_p = None if prob_r is None else float(prob_r[r] / n_px)
+        clear = float(cat["clear"][i])
+        geom = union_all(polygons.get(r, []))
+        zones.append(Zone(zone_id, geom, (int(cat["row"][i]), int(cat["col"][i])), clear, float(area_r[r]),
+                          int(n_px), caution_share, mean_p, score(clear, caution_share, mean_p, horizon, in_domain)))
+        zone_of_root[r] = zone_id
+    zone_mask: np.ndarray | None = None
+    if keep_mask:
+        zone_mask = np.zeros((height, width), np.int32)
+        lut_all = np.concatenate([[0], zone_of_root[roots]])
+        for (bi, bj), lab in kept_labels.items():
+            b = blocks[(bi, bj)]
+            ids = np.where(lab > 0, lab + b.base, 0)
+            zone_mask[bi * block: bi * block + lab.shape[0], bj * block: bj * block + lab.shape[1]] = lut_all[ids]
+    return TileZones(zones, assessed, hazard_area, horizon, len(blocks), zone_mask)
+
+
+def _first_at(lab: np.ndarray, values: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of each component's first pixel in raster order where ``values`` reach the
+    component's ``best`` (scipy's maximum_position picks any of the tied pixels)."""
+    flat = lab.ravel()
+    target = np.concatenate([[np.inf], best])
+    candidates = np.flatnonzero((flat > 0) & (values.ravel() == target[flat]))
+    _, first = np.unique(flat[candidates], return_index=True)
+    pos = candidates[first]
+    return (pos // lab.shape[1]).astype(np.int64), (pos % lab.shape[1]).astype(np.int64)
+
+
+def _groups(rules: ZoneRules) -> list[tuple[float, np.ndarray, bool]]:
+    """Hazard pixels grouped by the clearance they demand: (clearance, a lookup table of the label
+    values in the group, whether the probability hazards join it). One distance transform per
+    group; the probability hazards demand the largest hazard-class clearance, which is a group."""
+    by_clear: dict[float, list[int]] = {}
+    for k in rules.hazard_classes:
+        by_clear.setdefault(rules.clearance_m[k], []).append(k)
+    by_clear.setdefault(rules.default_clearance_m, []).append(rules.nodata)
+    out = []
+    for c, classes in sorted(by_clear.items()):
+        lut = np.zeros(256, bool)
+        lut[classes] = True
+        out.append((c, lut, rules.uses_probability and c == rules.probability_clearance_m))
+    return out
+
+
+def _polygons(lab: np.ndarray, r0: int, c0: int, base: int, pieces: dict[int, list[Any]], shp: Any) -> None:
+    """Pixel-edge polygons (4-connected pieces, integer coordinates) of each kept component."""
+    if not lab.any():
+        return
+    from affine import Affine
+    from rasterio import features
+
+    for geom, value in features.shapes(lab.astype(np.int32), mask=lab > 0, connectivity=4,
+                                       transform=Affine.translation(c0, r0)):
+        pieces.setdefault(base + int(value), []).append(shp.shape(geom))
+
+
+def _merge(blocks: dict[tuple[int, int], _Block], total: int) -> np.ndarray:
+    """Root (a small integer) of every global component id 1..total, 8-connectivity across block
+    borders; roots[gid - 1]."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs_a: list[np.ndarray] = []
+    pairs_b: list[np.ndarray] = []
+
+    def link(a: np.ndarray, abase: int, b: np.ndarray, bbase: int, shifts: tuple[int, ...]) -> None:
+        n = len(a)
+        for s in shifts:
+            lo, hi = max(0, -s), min(n, len(b) - s)
+            if hi <= lo:
+                continue
+            x, y = a[lo:hi], b[lo + s: hi + s]
+            both = (x > 0) & (y > 0)
+            pairs_a.append(x[both].astype(np.int64) + abase)
+            pairs_b.append(y[both].astype(np.int64) + bbase)
+
+    for (bi, bj), blk in blocks.items():
+        right = blocks.get((bi, bj + 1))
+        if right is not None:
+            link(blk.right, blk.base, right.left, right.base, (-1, 0, 1))
+        down = blocks.get((bi + 1, bj))
+        if down is not None:
+            link(blk.bottom, blk.base, down.top, down.base, (-1, 0, 1))
+        diag = blocks.get((bi + 1, bj + 1))
+        if diag is not None:
+            link(blk.bottom[-1:], blk.base, diag.top[:1], diag.base, (0,))
+        anti = blocks.get((bi + 1, bj - 1))
+        if anti is not None:
+            link(blk.bottom[:1], blk.base, anti.top[-1:], anti.base, (0,))
+    if total == 0:
+        return np.zeros(0, np.int64)
+    a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
+    b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a - 1, b - 1)), shape=(total, total))
+    _, roots = connected_components(graph, directed=False)
+    return np.asarray(roots, np.int64)
