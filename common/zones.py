@@ -6,11 +6,16 @@ The definition (docs and tests use exactly this; model/landing.py makes the rule
   summed probability of the hazard classes there is >= P. Everything beyond the raster's edge is
   nodata, so it is a hazard too: unknown ground is never safe.
 * An **admissible centre** is a pixel whose ground distance to every hazard pixel of class k is
-  >= R + b_k (nodata and beyond the edge: R + the default buffer; hazards by probability: the
-  largest R + b_k of the hazard classes, since they are probably one of them).
+  >= R + b_k (plus the model's boundary margin, model/landing.py), where a hazard covers its
+  whole pixel (the distance between pixel centres less half a pixel). Nodata and beyond the
+  edge: R + the default buffer; hazards by probability: the largest R + b_k of the hazard
+  classes, since they are probably one of them.
 * A **zone** is an 8-connected set of admissible centres of ground area >= ``min_area_m2``.
-  Its ``touchdown`` is its centre farthest from any hazard, ``clearance_m`` that distance (measured
-  up to the horizon ``2 * max(R + b)``; ties go to the first pixel in raster order), its
+  Its ``touchdown`` is its centre farthest from any hazard and ``clearance_m`` that distance,
+  exact up to the horizon ``2 * max(R + b)`` (ties: the first pixel in raster order). Beyond it,
+  both come from a coarse grid of the whole tile's hazards (16-pixel cells): the touchdown is the
+  capped centre of largest coarse distance (a big field's middle) and the clearance a guaranteed
+  lower bound (cell-centre distance less a cell diagonal, never below the horizon). Its
   ``caution_share`` and ``mean_hazard_probability`` the mean over its centres of the share of
   caution pixels, and of the hazard probability, within R of the centre.
 * **Score** in [0, 1]: ``min(1, clearance_m / horizon) * (1 - caution_share / 2) *
@@ -39,6 +44,7 @@ import numpy as np
 from common.ground import GroundMetric
 
 EIGHT = np.ones((3, 3), bool)
+COARSE = 16  # pixels per cell edge of the coarse hazard grid (clearance beyond the horizon)
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     sy, sx = metric.sampling
     horizon = rules.horizon_m
     halo = int(math.ceil(horizon / (metric.min_factor() * min(sy, sx)))) + 1
+    half = 0.5 * max(sy, sx)  # a hazard covers its whole pixel: distances run to its edge
     disc = disc_rows(rules.radius_m, sy, sx)
     disc_size = sum(2 * wx + 1 for _, wx in disc)
     groups = _groups(rules)
@@ -181,6 +188,11 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     assessed = hazard_area = 0.0
     have_prob = True
     base = 0
+    # Beyond the horizon, clearance comes from a coarse hazard grid over the whole tile (cells of
+    # COARSE pixels, a cell a hazard if any of its pixels is) and the candidates are the capped
+    # centres at cell centres: a big field's touchdown is its middle, not its first capped pixel.
+    coarse = np.zeros((math.ceil(height / COARSE), math.ceil(width / COARSE)), bool)
+    lattice: list[np.ndarray] = []  # (global component id, row, col) of capped centres at cell centres
     for bi in range(math.ceil(height / block)):
         for bj in range(math.ceil(width / block)):
             r0, c0 = bi * block, bj * block
@@ -200,7 +212,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
                     mask |= prob_hazard
                 if not mask.any():
                     continue  # nothing of this group within the halo: farther than the horizon
-                d = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut] * factor
+                d = (ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut] - half) * factor
                 admissible &= d >= clear_m
                 np.minimum(clearance, d, out=clearance)
             core = labels[cut]
@@ -209,6 +221,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
             area = np.broadcast_to(metric.areas(r0, r1, c0, c1), (h, w))
             assessed += float(area[valid].sum(dtype=np.float64))
             hazard_area += float(area[valid & hazard_core].sum(dtype=np.float64))
+            _or_into_cells(coarse, ~valid | hazard_core, r0, c0)
             lab, n = ndimage.label(admissible, structure=EIGHT)
             blocks[(bi, bj)] = _Block((bi, bj), base, n, lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(),
                                       lab[:, -1].copy())
@@ -226,6 +239,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
                 comps["row"].append(rows + r0)
                 comps["col"].append(cols + c0)
                 comps["caution"].append(np.asarray(ndimage.sum_labels(caution, lab, idx), np.float64))
+                lattice.append(_capped_at_cell_centres(lab, clearance, horizon, r0, c0, base))
                 if prob is not None:
                     mean_prob = disc_sums(prob, halo, h, w, disc) / (255.0 * disc_size)
                     comps["prob"].append(np.asarray(ndimage.sum_labels(mean_prob, lab, idx), np.float64))
@@ -250,23 +264,24 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     # touchdown: the largest clearance, then the first pixel in raster order
     order = np.lexsort((cat["col"], cat["row"], -cat["clear"], roots))
     first = order[np.concatenate([[True], np.diff(roots[order]) != 0])]
-    best_of = {int(roots[i]): int(i) for i in first}
+    touchdown = {int(roots[i]): (int(cat["row"][i]), int(cat["col"][i]), float(cat["clear"][i])) for i in first}
+    touchdown.update(_beyond_horizon(coarse, np.concatenate(lattice, axis=1) if lattice else np.zeros((3, 0), np.int64),
+                                     roots, metric, horizon))
     polygons: dict[int, list[Any]] = {}
     for gid, parts in pieces.items():
         polygons.setdefault(int(roots[gid - 1]), []).extend(parts)
-    chosen = sorted((r for r in best_of if area_r[r] >= rules.min_area_m2 and pixels_r[r] > 0),
-                    key=lambda r: (int(cat["row"][best_of[r]]), int(cat["col"][best_of[r]])))
+    chosen = sorted((r for r in touchdown if area_r[r] >= rules.min_area_m2 and pixels_r[r] > 0),
+                    key=lambda r: touchdown[r][:2])
     zones = []
     zone_of_root = np.zeros(nroot, np.int32)
     for zone_id, r in enumerate(chosen, start=1):
-        i = best_of[r]
+        row, col, clear = touchdown[r]
         n_px = float(pixels_r[r])
         caution_share = float(caution_r[r] / n_px)
         mean_p = None if prob_r is None else float(prob_r[r] / n_px)
-        clear = float(cat["clear"][i])
         geom = union_all(polygons.get(r, []))
-        zones.append(Zone(zone_id, geom, (int(cat["row"][i]), int(cat["col"][i])), clear, float(area_r[r]),
-                          int(n_px), caution_share, mean_p, score(clear, caution_share, mean_p, horizon, in_domain)))
+        zones.append(Zone(zone_id, geom, (row, col), clear, float(area_r[r]), int(n_px), caution_share, mean_p,
+                          score(clear, caution_share, mean_p, horizon, in_domain)))
         zone_of_root[r] = zone_id
     zone_mask: np.ndarray | None = None
     if keep_mask:
@@ -277,6 +292,59 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
             ids = np.where(lab > 0, lab + b.base, 0)
             zone_mask[bi * block: bi * block + lab.shape[0], bj * block: bj * block + lab.shape[1]] = lut_all[ids]
     return TileZones(zones, assessed, hazard_area, horizon, len(blocks), zone_mask)
+
+
+def _or_into_cells(coarse: np.ndarray, hazard: np.ndarray, r0: int, c0: int) -> None:
+    """OR a block core's hazards into the tile's coarse cells (a cell cut by a block border gets
+    both parts: the result does not depend on the block size)."""
+    oy, ox = r0 % COARSE, c0 % COARSE
+    h, w = hazard.shape
+    ny, nx = math.ceil((oy + h) / COARSE), math.ceil((ox + w) / COARSE)
+    padded = np.zeros((ny * COARSE, nx * COARSE), bool)
+    padded[oy:oy + h, ox:ox + w] = hazard
+    cells = padded.reshape(ny, COARSE, nx, COARSE).any(axis=(1, 3))
+    coarse[r0 // COARSE: r0 // COARSE + ny, c0 // COARSE: c0 // COARSE + nx] |= cells
+
+
+def _capped_at_cell_centres(lab: np.ndarray, clearance: np.ndarray, horizon: float, r0: int, c0: int,
+                            base: int) -> np.ndarray:
+    """(3, n) global component id, row and column of the centres at the horizon that sit at the
+    centre pixel of a coarse cell."""
+    half = COARSE // 2
+    rows = np.arange((half - r0) % COARSE, lab.shape[0], COARSE)
+    cols = np.arange((half - c0) % COARSE, lab.shape[1], COARSE)
+    sub = lab[np.ix_(rows, cols)]
+    hit = (sub > 0) & (clearance[np.ix_(rows, cols)] >= horizon)
+    ri, ci = np.nonzero(hit)
+    return np.stack([sub[ri, ci].astype(np.int64) + base, rows[ri] + r0, cols[ci] + c0]).astype(np.int64)
+
+
+def _beyond_horizon(coarse: np.ndarray, lattice: np.ndarray, roots: np.ndarray, metric: GroundMetric,
+                    horizon: float) -> dict[int, tuple[int, int, float]]:
+    """Touchdown and clearance of the zones whose clearance reaches the horizon: the lattice
+    candidate with the largest coarse distance (then raster order), and as clearance a lower bound
+    of its true distance: the distance between cell centres, less one cell diagonal."""
+    from scipy import ndimage
+
+    if lattice.shape[1] == 0:
+        return {}
+    sy, sx = metric.sampling
+    padded = np.pad(coarse, 1, constant_values=True)  # beyond the edge: hazard
+    dist = ndimage.distance_transform_edt(~padded, sampling=(COARSE * sy, COARSE * sx))[1:-1, 1:-1]
+    gid, row, col = lattice
+    d = dist[row // COARSE, col // COARSE]
+    root = roots[gid - 1]
+    bound = metric.min_factor() * (d - COARSE * math.hypot(sy, sx))
+    out = {}
+    order = np.lexsort((col, row, -d, root))
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(root[order]) != 0]))
+    for a, b in zip(starts, [*starts[1:], len(order)]):
+        group = order[a:b]
+        tied = group[d[group] == d[group[0]]]  # equally far: the one nearest their centroid, in raster order
+        gap = (row[tied] - row[tied].mean()) ** 2 + (col[tied] - col[tied].mean()) ** 2
+        i = tied[int(np.argmin(gap))]
+        out[int(root[i])] = (int(row[i]), int(col[i]), float(max(horizon, bound[i])))
+    return out
 
 
 def _first_at(lab: np.ndarray, values: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ this TAG has none yet, or with --rebuild.
   tileseg options   passed on as template parameters and checked against deploy/metadata.json first:
                     --model gs://... --precision auto|float32|bfloat16|float16 --batch_size N
                     --stitch overlap|blend --bands 3,2,1 --patch_size N --halo N --patches_per_block N
-                    --overwrite[=true|false] --max_tile_pixels N --radiometry card|stretch|none --model_copies N --run_id ID
+                    --overwrite[=true|false] --max_tile_pixels N --radiometry card|stretch|none --landing PROFILE --gsd M --model_copies N --run_id ID
 
 options:
   --rebuild         build the image and the template even if they exist for this TAG

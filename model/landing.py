@@ -105,6 +105,15 @@ def load_profile(spec: str) -> Profile:
     """``spec``: a shipped profile's name or a JSON file's path."""
     if spec in SHIPPED:
         return parse_profile(SHIPPED[spec], spec, f"shipped profile {spec}")
+    if "://" in spec:  # a profile in a bucket (Dataflow launches): fsspec only for remote profiles
+        from common import fileio
+
+        try:
+            with fileio.open_file(spec, "r") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise LandingError(f"{spec}: cannot read the landing profile ({exc}); it must be a JSON object") from None
+        return parse_profile(data, os.path.splitext(spec.rstrip("/").rsplit("/", 1)[-1])[0], spec)
     if not os.path.isfile(spec):
         raise LandingError(f"--landing {spec}: neither a shipped profile ({', '.join(sorted(SHIPPED))}) nor a file; "
                            "give one of those names or a JSON profile (model/landing.py describes its fields)")
@@ -137,10 +146,22 @@ def class_roles(card: ModelCard, profile: Profile) -> tuple[str, ...]:
     return tuple(str(r) for r in roles)
 
 
-def zone_rules(card: ModelCard, profile: Profile) -> ZoneRules:
-    """The zone mapper's rules (common/zones.py) for ``card``'s classes under ``profile``."""
+def boundary_margin_m(card: ModelCard) -> float:
+    """The model's ``landing.margin_m``: how far its hazard boundaries may lie from the true ones
+    (calibrated by ``tileseg evaluate --landing``), added to every predicted hazard's clearance."""
+    value = (card.landing or {}).get("margin_m", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise LandingError(f"model {card.model_id}: landing.margin_m must be a number >= 0, not {value!r}")
+    return float(value)
+
+
+def zone_rules(card: ModelCard, profile: Profile, margin_m: float | None = None) -> ZoneRules:
+    """The zone mapper's rules (common/zones.py) for ``card``'s classes under ``profile``: hazard
+    classes need R + b_k plus the model's boundary margin (``margin_m`` overrides the card's; 0
+    for ground-truth labels); nodata and the raster's edge are certain, so they get no margin."""
     roles = class_roles(card, profile)
-    return ZoneRules(roles=roles, clearance_m=tuple(profile.clearance_m(c.name) for c in card.classes),
+    margin = boundary_margin_m(card) if margin_m is None else margin_m
+    return ZoneRules(roles=roles, clearance_m=tuple(profile.clearance_m(c.name) + margin for c in card.classes),
                      default_clearance_m=profile.touchdown_radius_m + profile.hazard_buffer_m["default"],
                      radius_m=profile.touchdown_radius_m, min_area_m2=profile.min_area_m2,
                      max_hazard_probability=profile.max_hazard_probability, nodata=card.mask_nodata)

@@ -15,6 +15,7 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -105,10 +106,91 @@ def _child(args: list[str]) -> int:
     return 0 if summary.tiles_written == 1 else 1
 
 
+def _zones_child(args: list[str]) -> int:
+    """Map one output's zones again in this fresh process (no cache): seconds and peak RSS of the
+    zone mapper alone, after its imports (what --landing adds to a worker's memory)."""
+    from model.card import load_card as card_of
+    from model.landing import load_profile
+    from transforms.landing import LandingSettings, compute_tile_zones
+    from transforms.manifest import read_manifest
+    from transforms.masks import OutputLayout
+    from transforms.results import TileResult
+
+    output, model_dir, profile = args
+    card = card_of(model_dir)
+    settings = LandingSettings.of(card, load_profile(profile))
+    entry = next(iter(read_manifest(output).values()))
+    result = TileResult.from_json(entry.result)
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    record = compute_tile_zones(result, OutputLayout(output, "bench"), card, settings)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024, "base_rss_mb": base_kb / 1024,
+                      "zones": len(record.zones), "pixels": result.pixels}))
+    return 0
+
+
+def _zones_labels_child(args: list[str]) -> int:
+    """The zone mapper alone on a label raster (the generated scene's truth as the mask), in this
+    fresh process: seconds and memory growth over the imports, for any tile size without a model."""
+    import rasterio
+
+    from common.ground import GroundMetric
+    from common.zones import map_zones
+    from model.card import load_card as card_of
+    from model.landing import load_profile, zone_rules
+    from transforms.landing import LANDING_BLOCK, window_reader
+
+    labels_path, model_dir, profile = args
+    card = card_of(model_dir)
+    prof = load_profile(profile)
+    rules = dataclasses.replace(zone_rules(card, prof), max_hazard_probability=1.0)  # no probabilities here
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with rasterio.open(labels_path) as src:
+        metric = GroundMetric.of(src.crs.to_wkt(), tuple(src.transform)[:6], src.height, src.width)
+        zones = map_zones(src.height, src.width, window_reader(src, None, rules.nodata), metric, rules, LANDING_BLOCK)
+        pixels = src.height * src.width
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024, "base_rss_mb": base_kb / 1024,
+                      "zones": len(zones.zones), "pixels": pixels, "horizon_m": zones.horizon_m}))
+    return 0
+
+
+def _landing_only(a: argparse.Namespace) -> int:
+    """``--landing_only``: the landing stage's cost and memory on the scene's truth labels."""
+    os.makedirs(a.workdir, exist_ok=True)
+    labels = os.path.join(a.workdir, f"labels-{a.size}-s{a.seed}.tif")
+    if not os.path.exists(labels):
+        write_scene(os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}-for-labels.tif"), a.size, seed=a.seed,
+                    labels_path=labels)
+    child = subprocess.run([sys.executable, "-m", "pipelines.bench", "_zones_labels", labels, a.model, a.landing],
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr[-4000:])
+        return 1
+    z = json.loads(child.stdout.strip().splitlines()[-1])
+    growth = z["peak_rss_mb"] - z["base_rss_mb"]
+    print(f"landing zones ({a.landing}, P taken as 1) on the {a.size}x{a.size} scene's truth labels: "
+          f"{z['seconds']:.1f} s, {z['pixels'] / z['seconds'] / 1e6:.2f} MPix/s, {z['zones']} zones; "
+          f"memory grows by {growth:.0f} MB over the imports (peak {z['peak_rss_mb']:.0f} MB); "
+          f"clearance horizon {z['horizon_m']} m")
+    print(json.dumps({"landing_only": True, "size": a.size, "profile": a.landing, "seconds": round(z["seconds"], 3),
+                      "mpix_s": round(z["pixels"] / z["seconds"] / 1e6, 3), "rss_growth_mb": round(growth, 1),
+                      "peak_rss_mb": round(z["peak_rss_mb"], 1), "zones": z["zones"]}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_zones_labels":
+        return _zones_labels_child(argv[1:])
     if argv and argv[0] == "_pipeline":
         return _child(argv[1:])
+    if argv and argv[0] == "_zones":
+        return _zones_child(argv[1:])
     parser = argparse.ArgumentParser(prog="tileseg bench", description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, required=True, help="edge of the generated square tile, pixels")
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -120,8 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="time spent on the bare-model loop (split before/after)")
     parser.add_argument("--workdir", default="bench-output")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--landing", default=None,
+                        help="also map landing zones with this profile, and report the landing stage's cost")
+    parser.add_argument("--landing_only", action="store_true",
+                        help="with --landing: time only the zone mapper, on the generated scene's truth labels")
     a = parser.parse_args(argv)
     setup_logging()
+    if a.landing_only:
+        if not a.landing:
+            parser.error("--landing_only needs --landing PROFILE")
+        return _landing_only(a)
 
     card = load_card(a.model)
     patch = a.patch_size or card.patch_size
@@ -145,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out,
            "--model", a.model, "--precision", precision, "--batch_size", str(a.batch_size),
            "--patch_size", str(patch), "--halo", str(halo), "--patches_per_block", str(a.patches_per_block)]
+    if a.landing:
+        cmd += ["--landing", a.landing]
     log.info("pipeline: %s", " ".join(cmd))
     child = subprocess.run(cmd, capture_output=True, text=True)
     if child.returncode != 0:
@@ -178,6 +270,17 @@ def main(argv: list[str] | None = None) -> int:
         ref32 = predictors["float32"].whole_image_labels(image, 255.0)
         precision_agreement = float((predictors[precision].whole_image_labels(image, 255.0) == ref32).mean())
 
+    # (6): the landing stage alone, in a fresh process, on the mask and hazard COG just written.
+    zones = None
+    if a.landing:
+        child = subprocess.run([sys.executable, "-m", "pipelines.bench", "_zones", out, a.model, a.landing],
+                               capture_output=True, text=True)
+        if child.returncode != 0:
+            sys.stderr.write(child.stderr[-4000:])
+            print(json.dumps({"error": "zone mapping failed", "returncode": child.returncode}))
+            return 1
+        zones = json.loads(child.stdout.strip().splitlines()[-1])
+
     ratio = pipeline_mpix_s / bare[precision]
     print(f"tile {a.size}x{a.size}, model {card.model_id}, patch {patch}, halo {halo}, "
           f"precision {precision}, batch {a.batch_size}")
@@ -194,7 +297,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{agreement if agreement is None else f'{agreement:.5f}'}")
     if precision_agreement is not None:
         print(f"    {precision} vs float32 label agreement on that crop: {precision_agreement:.5f}")
+    landing = None
+    if zones is not None:
+        segmentation_s = result["seconds"] - zones["seconds"]
+        landing = {"profile": a.landing, "seconds": round(zones["seconds"], 3),
+                   "mpix_s": round(zones["pixels"] / zones["seconds"] / 1e6, 3),
+                   "cost_vs_segmentation": round(zones["seconds"] / segmentation_s, 4),
+                   "zone_mapper_peak_rss_mb": round(zones["peak_rss_mb"], 1),
+                   "zone_mapper_rss_growth_mb": round(zones["peak_rss_mb"] - zones["base_rss_mb"], 1),
+                   "zones": zones["zones"]}
+        print(f"(6) landing zones ({a.landing}): {landing['seconds']:.1f} s for the tile, {landing['mpix_s']:.2f} "
+              f"MPix/s, {landing['cost_vs_segmentation']:.3f} x the rest of the pipeline's time "
+              f"({segmentation_s:.1f} s); the zone mapper's memory grows by {landing['zone_mapper_rss_growth_mb']:.0f} MB "
+              f"over its imports; {landing['zones']} zones")
     print(json.dumps({
+        "landing": landing,
         "bare_mpix_s": round(bare[precision], 3), "pipeline_mpix_s": round(pipeline_mpix_s, 3),
         "ratio": round(ratio, 4), "peak_rss_mb": round(result["peak_rss_mb"], 1), "agreement": agreement,
         "patch": patch, "halo": halo, "precision": precision, "size": a.size, "batch_size": a.batch_size,

@@ -1,4 +1,4 @@
-"""The ``tileseg`` command: ``run`` (the main job), ``bench`` and ``demo``."""
+"""The ``tileseg`` command: ``run`` (the main job), ``zones``, ``bench``, ``demo``, ``train``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ USAGE = """usage: tileseg COMMAND [options]
 
 commands:
   run     segment rasters: tileseg run --input GLOB --output DIR [--model DIR] [--precision auto|float32|bfloat16|float16]
-          [--batch_size N] [--stitch overlap|blend] [--bands 3,2,1] [any Beam option, e.g. --runner DataflowRunner]
+          [--batch_size N] [--stitch overlap|blend] [--bands 3,2,1] [--landing PROFILE [--gsd M]]
+          [any Beam option, e.g. --runner DataflowRunner]
+  zones   landing zones again from an earlier run's masks, for another vehicle:
+          tileseg zones --output OUT --landing PROFILE [--gsd M] [--model DIR]
   bench   measure throughput, memory and seam agreement: tileseg bench --size N [--model DIR]
   bench-rerun  what a nightly rerun over done tiles costs: tileseg bench-rerun --tiles 2000
   demo    generate the bundled sample scene, segment it and write a preview
@@ -30,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.segment import main as run_main
 
         return run_main(rest)
+    if command == "zones":
+        from pipelines.zones import main as zones_main
+
+        return zones_main(rest)
     if command == "bench":
         from pipelines.bench import main as bench_main
 

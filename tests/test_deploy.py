@@ -102,6 +102,8 @@ EXAMPLES = {
     "max_tile_pixels": (["5000000000", "1"], ["0", "5e9", "5,000,000,000", ""]),
     "model_copies": (["0", "2"], ["-1", "two", ""]),
     "radiometry": (["card", "stretch", "none"], ["Card", "auto", ""]),
+    "landing": (["small-drone", "gs://bucket/profiles/heavy-lift.json"], ["", "a profile", "x;rm"]),
+    "gsd": (["0.5", "0.025", "12"], ["", "-1", "0.5m", "1e-3"]),
     "run_id": (["20240101T020000Z-abc123", "nightly_1", "run.2"],
                ["../escape", ".hidden", "a/b", "x" * 129, "", "a b"]),
 }

@@ -8,6 +8,7 @@ were trained without rotations (street scenes; membrane, whose labels are offset
 
     tileseg evaluate --model DIR (--dataset NAME --split S [--fold K] | --images DIR --labels DIR
                       [--label_format index|rgb]) [--precision P] [--tta] [--limit N]
+                      [--landing PROFILE --gsd M [--probabilities 1,0.5,0.3] [--margins 0,1,2]]
 The last line printed is one JSON object with ``miou``, ``pixel_accuracy``, ``per_class_iou``.
 """
 
@@ -24,10 +25,12 @@ import numpy as np
 from common.cli import exit_now, setup_logging
 from common.metrics import summary
 from model.card import ModelCard, load_card
+from model.landing import LandingError, load_profile
 from model.predictor import Predictor
 from model.shipped import DEFAULT_MODEL
 from training import datasets, kampala
 from training.evaluation import evaluate, segmenter, to_grey, tta_views
+from training.landing_eval import DEFAULT_SWEEP, evaluate_landing
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,37 @@ def _partial(a: argparse.Namespace, card: ModelCard, predict: Callable[[np.ndarr
     return 0
 
 
+def _landing(a: argparse.Namespace, card: ModelCard, predictor: Predictor) -> int:
+    if a.gsd is None or not a.gsd > 0:
+        print("tileseg evaluate: --landing needs --gsd M, the images' metres per pixel (e.g. 0.5 for dubai-aerial)",
+              file=sys.stderr)
+        return 2
+    try:
+        profile = load_profile(a.landing)
+        sweep = tuple(float(v) for v in a.probabilities.split(",")) if a.probabilities else DEFAULT_SWEEP
+        if any(not 0 < p <= 1 for p in sweep):
+            raise LandingError("--probabilities must lie in (0, 1]")
+        margins = tuple(float(v) for v in a.margins.split(",")) if a.margins else None
+        if margins and any(not m >= 0 for m in margins):
+            raise LandingError("--margins must be >= 0")
+        result = evaluate_landing(predictor, card, profile, _samples(a, card), a.gsd, sweep, margins)
+    except (LandingError, ValueError, datasets.DatasetError) as exc:
+        print(f"tileseg evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {card.model_id}, profile {profile.name}, {result['images']} images at {a.gsd} m/pixel; "
+          f"ground-truth zones {result['truth_zone_m2']:,.0f} m²")
+    print("  P      margin m  false-safe  safe recall  predicted m²")
+    for c in result["curve"]:
+        print(f"  {c['max_hazard_probability']:<6} {c['margin_m']:>8}  {c['false_safe_rate']:>10.4f}  "
+              f"{c['safe_recall'] or 0:>11.4f}  {c['predicted_zone_m2']:>12,.0f}")
+    s = result["suggested"]
+    print(f"suggested max_hazard_probability {s['max_hazard_probability']} with margin {s['margin_m']} m "
+          f"(false-safe {s['false_safe_rate']}, "
+          f"recall {s['safe_recall']}; target false-safe <= {result['target_false_safe']})")
+    print(json.dumps({**result, "model": card.model_id, "dataset": a.dataset, "split": a.split}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tileseg evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -81,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--grey", action="store_true",
                         help="feed every image as its luminance in all bands (how a panchromatic tile reaches the model)")
+    parser.add_argument("--landing", help="landing profile (shipped name or JSON): compare zones from predictions "
+                                          "with zones from the labels (false-safe rate, safe recall) over a sweep of P")
+    parser.add_argument("--gsd", type=float, default=None, help="metres per pixel of the images (--landing)")
+    parser.add_argument("--margins", default=None,
+                        help="comma-separated boundary margins (m) to sweep besides the card's (--landing)")
+    parser.add_argument("--probabilities", default=None,
+                        help="comma-separated max_hazard_probability values to sweep (--landing)")
     a = parser.parse_args(argv)
     if bool(a.dataset) == bool(a.images or a.labels) or (not a.dataset and not (a.images and a.labels)):
         parser.error("give either --dataset NAME or both --images DIR and --labels DIR")
@@ -97,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             return rgb_predict(to_grey(image) if image.shape[-1] == 3 else image)
     if a.dataset == kampala.FOLDER:
         return _partial(a, card, predict)
+    if a.landing:
+        return _landing(a, card, predictor)
     try:
         cm = evaluate(predict, _samples(a, card), card.num_classes, log_each=True).confusion
     except datasets.DatasetError as exc:

@@ -140,7 +140,7 @@ def compute_tile_zones(result: TileResult, layout: OutputLayout, card: ModelCard
             raise LandingError(f"{result.source_uri}: {exc}") from None
         hazard_src = _hazard_source(result, layout, settings)
         try:
-            zones = map_zones(src.height, src.width, _reader(src, hazard_src, rules.nodata), metric, rules,
+            zones = map_zones(src.height, src.width, window_reader(src, hazard_src, rules.nodata), metric, rules,
                               settings.block, result.in_domain)
         finally:
             if hazard_src is not None:
@@ -164,7 +164,7 @@ def _hazard_source(result: TileResult, layout: OutputLayout, settings: LandingSe
     return None
 
 
-def _reader(src: Any, hazard_src: Any, nodata: int) -> Any:
+def window_reader(src: Any, hazard_src: Any, nodata: int) -> Any:
     """Boundless windowed reads of the mask (nodata beyond the edge) and the hazard COG (255)."""
     from rasterio.windows import Window
 
