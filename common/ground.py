@@ -213,9 +213,10 @@ def _bilinear(grid: np.ndarray, rows_nodes: np.ndarray, cols_nodes: np.ndarray, 
     ci, tx = _span(cols_nodes, np.arange(col0, col1, dtype=np.float64))
     r1 = np.minimum(ri + 1, len(rows_nodes) - 1)
     c1 = np.minimum(ci + 1, len(cols_nodes) - 1)
-    top = grid[ri][:, ci] * (1 - tx) + grid[ri][:, c1] * tx
-    bottom = grid[r1][:, ci] * (1 - tx) + grid[r1][:, c1] * tx
-    return top * (1 - ty)[:, None] + bottom * ty[:, None]
+    # Along the columns at the node rows first (small), then along the rows: the same values as
+    # interpolating each pixel from its four nodes, with two full-size operations instead of eight.
+    along = grid[:, ci] * (1 - tx) + grid[:, c1] * tx
+    return along[ri] * (1 - ty)[:, None] + along[r1] * ty[:, None]
 
 
 def _span(nodes: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

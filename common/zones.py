@@ -206,13 +206,21 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
             factor = metric.factors(r0, r1, c0, c1)
             admissible = np.ones((h, w), bool)
             clearance = np.full((h, w), horizon)
+            inside = (slice(max(halo - r0, 0), halo + h + min(height - r1, halo)),
+                      slice(max(halo - c0, 0), halo + w + min(width - c1, halo)))
             for clear_m, lut, by_probability in groups:
                 mask = lut[labels]
                 if by_probability and prob_hazard is not None:
                     mask |= prob_hazard
-                if not mask.any():
+                if mask[inside].any():
+                    raw = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut]
+                elif lut[rules.nodata] and (r0 < halo or c0 < halo or r1 + halo > height or c1 + halo > width):
+                    # Only the ground beyond the raster's edge, within the halo: the nearest of it
+                    # lies straight across the nearest edge, so no transform is needed.
+                    raw = _edge_distance(r0, r1, c0, c1, height, width, sy, sx)
+                else:
                     continue  # nothing of this group within the halo: farther than the horizon
-                d = (ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut] - half) * factor
+                d = (raw - half) * factor
                 admissible &= d >= clear_m
                 np.minimum(clearance, d, out=clearance)
             core = labels[cut]
@@ -233,7 +241,11 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
                            else np.zeros((h, w)))
                 comps["area"].append(np.asarray(ndimage.sum_labels(area, lab, idx), np.float64))
                 comps["pixels"].append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
-                best = np.asarray(ndimage.maximum(clearance, lab, idx), np.float64)
+                flat = lab.ravel()
+                inside = np.flatnonzero(flat)
+                best = np.full(n + 1, -np.inf)
+                np.maximum.at(best, flat[inside], clearance.ravel()[inside])  # no sort (ndimage.maximum sorts)
+                best = best[1:]
                 rows, cols = _first_at(lab, clearance, best)
                 comps["clear"].append(best)
                 comps["row"].append(rows + r0)
@@ -292,6 +304,16 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
             ids = np.where(lab > 0, lab + b.base, 0)
             zone_mask[bi * block: bi * block + lab.shape[0], bj * block: bj * block + lab.shape[1]] = lut_all[ids]
     return TileZones(zones, assessed, hazard_area, horizon, len(blocks), zone_mask)
+
+
+def _edge_distance(r0: int, r1: int, c0: int, c1: int, height: int, width: int, sy: float, sx: float) -> np.ndarray:
+    """Reference distance from each core pixel's centre to the nearest pixel centre beyond the
+    raster (one pixel past the nearest edge, straight across)."""
+    rows = np.arange(r0, r1)
+    cols = np.arange(c0, c1)
+    dy = np.minimum(rows + 1, height - rows) * sy
+    dx = np.minimum(cols + 1, width - cols) * sx
+    return np.minimum(dy[:, None], dx[None, :])
 
 
 def _or_into_cells(coarse: np.ndarray, hazard: np.ndarray, r0: int, c0: int) -> None:
@@ -381,7 +403,7 @@ def _polygons(lab: np.ndarray, r0: int, c0: int, base: int, pieces: dict[int, li
     from affine import Affine
     from rasterio import features
 
-    for geom, value in features.shapes(lab.astype(np.int32), mask=lab > 0, connectivity=4,
+    for geom, value in features.shapes(lab.astype(np.int32, copy=False), mask=lab > 0, connectivity=4,
                                        transform=Affine.translation(c0, r0)):
         pieces.setdefault(base + int(value), []).append(shp.shape(geom))
 
