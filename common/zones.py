@@ -242,9 +242,9 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
                 comps["area"].append(np.asarray(ndimage.sum_labels(area, lab, idx), np.float64))
                 comps["pixels"].append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
                 flat = lab.ravel()
-                inside = np.flatnonzero(flat)
+                members = np.flatnonzero(flat)
                 best = np.full(n + 1, -np.inf)
-                np.maximum.at(best, flat[inside], clearance.ravel()[inside])  # no sort (ndimage.maximum sorts)
+                np.maximum.at(best, flat[members], clearance.ravel()[members])  # no sort (ndimage.maximum sorts)
                 best = best[1:]
                 rows, cols = _first_at(lab, clearance, best)
                 comps["clear"].append(best)
