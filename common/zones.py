@@ -34,7 +34,9 @@ polygons outlive a block, never its pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,108 +163,176 @@ class _Block:
     right: np.ndarray
 
 
+class _BlockMapper:
+    """Maps one block at a time (thread-safe: it holds only the tile's constants)."""
+
+    def __init__(self, height: int, width: int, read: Reader, metric: GroundMetric, rules: ZoneRules, block: int,
+                 keep_mask: bool) -> None:
+        self.height, self.width, self.read, self.metric, self.rules = height, width, read, metric, rules
+        self.block, self.keep_mask = block, keep_mask
+        self.sy, self.sx = metric.sampling
+        self.horizon = rules.horizon_m
+        self.halo = int(math.ceil(self.horizon / (metric.min_factor() * min(self.sy, self.sx)))) + 1
+        self.half = 0.5 * max(self.sy, self.sx)  # a hazard covers its whole pixel: distances run to its edge
+        self.disc = disc_rows(rules.radius_m, self.sy, self.sx)
+        self.disc_size = sum(2 * wx + 1 for _, wx in self.disc)
+        self.groups = _groups(rules)
+        self.hazard_lut = np.zeros(256, bool)
+        self.hazard_lut[list(rules.hazard_classes)] = True
+        self.hazard_lut[rules.nodata] = True
+        self.caution_lut = np.zeros(256, np.uint8)
+        self.caution_lut[list(rules.caution_classes)] = 1
+
+    def run(self, index: tuple[int, int]) -> _BlockOut:
+        from scipy import ndimage
+
+        rules, halo, height, width = self.rules, self.halo, self.height, self.width
+        sy, sx, horizon = self.sy, self.sx, self.horizon
+        bi, bj = index
+        r0, c0 = bi * self.block, bj * self.block
+        r1, c1 = min(r0 + self.block, height), min(c0 + self.block, width)
+        h, w = r1 - r0, c1 - c0
+        labels, prob = self.read(r0 - halo, r1 + halo, c0 - halo, c1 + halo)
+        cut = (slice(halo, halo + h), slice(halo, halo + w))
+        prob_hazard = (prob >= rules.probability_level) & (labels != rules.nodata) \
+            if rules.uses_probability and prob is not None else None
+        factor = self.metric.factors(r0, r1, c0, c1)
+        admissible = np.ones((h, w), bool)
+        clearance = np.full((h, w), horizon)
+        inside = (slice(max(halo - r0, 0), halo + h + min(height - r1, halo)),
+                  slice(max(halo - c0, 0), halo + w + min(width - c1, halo)))
+        for clear_m, lut, by_probability in self.groups:
+            mask = lut[labels]
+            if by_probability and prob_hazard is not None:
+                mask |= prob_hazard
+            if mask[inside].any():
+                raw = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut]
+            elif lut[rules.nodata] and (r0 < halo or c0 < halo or r1 + halo > height or c1 + halo > width):
+                # Only the ground beyond the raster's edge, within the halo: the nearest of it
+                # lies straight across the nearest edge, so no transform is needed.
+                raw = _edge_distance(r0, r1, c0, c1, height, width, sy, sx)
+            else:
+                continue  # nothing of this group within the halo: farther than the horizon
+            d = (raw - self.half) * factor
+            admissible &= d >= clear_m
+            np.minimum(clearance, d, out=clearance)
+        core = labels[cut]
+        valid = core != rules.nodata
+        hazard_core = self.hazard_lut[core] if prob_hazard is None else self.hazard_lut[core] | prob_hazard[cut]
+        area = np.broadcast_to(self.metric.areas(r0, r1, c0, c1), (h, w))
+        assessed = float(area[valid].sum(dtype=np.float64))
+        hazard_area = float(area[valid & hazard_core].sum(dtype=np.float64))
+        cells = _cells(~valid | hazard_core, r0, c0)
+        lab, n = ndimage.label(admissible, structure=EIGHT)
+        blk = _Block(index, 0, n, lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy())
+        comps: dict[str, np.ndarray] = {}
+        lattice = np.zeros((3, 0), np.int64)
+        crops: list[tuple[int, int, int, tuple[int, ...], np.ndarray]] = []
+        if n:
+            flat = lab.ravel()
+            members = np.flatnonzero(flat)
+            ids = flat[members]
+
+            def per_component(values: np.ndarray) -> np.ndarray:
+                return np.bincount(ids, weights=values, minlength=n + 1)[1:]
+
+            comps["area"] = per_component(area.ravel()[members])
+            comps["pixels"] = np.bincount(ids, minlength=n + 1)[1:]
+            best = np.full(n + 1, -np.inf)
+            np.maximum.at(best, ids, clearance.ravel()[members])  # no sort (ndimage.maximum sorts)
+            best = best[1:]
+            rows, cols = _first_at(lab, clearance, best)
+            comps["clear"] = best
+            comps["row"] = rows + r0
+            comps["col"] = cols + c0
+            lattice = _capped_at_cell_centres(lab, clearance, horizon, r0, c0, 0)
+            # Caution pixels and hazard probability within R of each centre: one pass of disc
+            # sums over both, packed in one integer (caution count high, probability low).
+            packed = self.caution_lut[labels].astype(np.int64) << 32 if rules.caution_classes else \
+                np.zeros(labels.shape, np.int64)
+            if prob is not None:
+                packed |= prob
+            sums = disc_sums(packed, halo, h, w, self.disc).ravel()[members]
+            comps["caution"] = per_component((sums >> 32) / self.disc_size)
+            if prob is not None:
+                comps["prob"] = per_component((sums & 0xFFFFFFFF) / (255.0 * self.disc_size))
+            # The pixels of components that can be (part of) a zone, big enough or touching the
+            # block's border (a neighbour may continue them), as packed bit crops: they are
+            # polygonised once the merge says which ones are zones (most are not).
+            edge = np.zeros(n + 1, bool)
+            edge[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
+            keep = np.concatenate([[False], comps["area"] >= rules.min_area_m2]) | edge
+            for k, box in enumerate(ndimage.find_objects(lab), start=1):
+                if box is not None and keep[k]:
+                    crop = lab[box] == k
+                    crops.append((k, box[0].start + r0, box[1].start + c0, crop.shape, np.packbits(crop)))
+        return _BlockOut(blk, comps, lattice, crops, assessed, hazard_area, cells, lab if self.keep_mask else None)
+
+
+@dataclass
+class _BlockOut:
+    """What one block leaves behind: its border labels, per-component totals (local ids 1..n),
+    the crops and lattice points of its components, its area sums and coarse hazard cells."""
+
+    block: _Block
+    comps: dict[str, np.ndarray]
+    lattice: np.ndarray
+    crops: list[tuple[int, int, int, tuple[int, ...], np.ndarray]]
+    assessed: float
+    hazard_area: float
+    cells: tuple[int, int, np.ndarray]
+    labels: np.ndarray | None
+
+
 def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules: ZoneRules, block: int = 1024,
-              in_domain: bool | None = None, keep_mask: bool = False) -> TileZones:
-    """The landing zones of a ``height`` x ``width`` raster (module docstring)."""
-    from scipy import ndimage
+              in_domain: bool | None = None, keep_mask: bool = False, threads: int = 2) -> TileZones:
+    """The landing zones of a ``height`` x ``width`` raster (module docstring). Blocks are mapped
+    by ``threads`` threads (the distance transforms and array work release the GIL; reads are
+    serialised, a raster handle is not thread-safe) and gathered in raster order, so the result
+    does not depend on the thread count either."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from shapely import geometry as shp
     from shapely import union_all
 
-    sy, sx = metric.sampling
-    horizon = rules.horizon_m
-    halo = int(math.ceil(horizon / (metric.min_factor() * min(sy, sx)))) + 1
-    half = 0.5 * max(sy, sx)  # a hazard covers its whole pixel: distances run to its edge
-    disc = disc_rows(rules.radius_m, sy, sx)
-    disc_size = sum(2 * wx + 1 for _, wx in disc)
-    groups = _groups(rules)
-    hazard_lut = np.zeros(256, bool)
-    hazard_lut[list(rules.hazard_classes)] = True
-    hazard_lut[rules.nodata] = True
-    caution_lut = np.zeros(256, np.uint8)
-    caution_lut[list(rules.caution_classes)] = 1
+    lock = threading.Lock()
 
+    def locked_read(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        with lock:
+            return read(r0, r1, c0, c1)
+
+    mapper = _BlockMapper(height, width, locked_read, metric, rules, block, keep_mask)
+    horizon = rules.horizon_m
     blocks: dict[tuple[int, int], _Block] = {}
     comps: dict[str, list[np.ndarray]] = {k: [] for k in ("area", "pixels", "clear", "row", "col", "caution", "prob")}
-    pieces: dict[int, list[Any]] = {}
+    crops: dict[int, tuple[int, int, tuple[int, ...], np.ndarray]] = {}  # gid -> row, col, shape, bits
     kept_labels: dict[tuple[int, int], np.ndarray] = {}
     assessed = hazard_area = 0.0
-    have_prob = True
     base = 0
     # Beyond the horizon, clearance comes from a coarse hazard grid over the whole tile (cells of
     # COARSE pixels, a cell a hazard if any of its pixels is) and the candidates are the capped
     # centres at cell centres: a big field's touchdown is its middle, not its first capped pixel.
     coarse = np.zeros((math.ceil(height / COARSE), math.ceil(width / COARSE)), bool)
     lattice: list[np.ndarray] = []  # (global component id, row, col) of capped centres at cell centres
-    for bi in range(math.ceil(height / block)):
-        for bj in range(math.ceil(width / block)):
-            r0, c0 = bi * block, bj * block
-            r1, c1 = min(r0 + block, height), min(c0 + block, width)
-            h, w = r1 - r0, c1 - c0
-            labels, prob = read(r0 - halo, r1 + halo, c0 - halo, c1 + halo)
-            have_prob = have_prob and prob is not None
-            cut = (slice(halo, halo + h), slice(halo, halo + w))
-            prob_hazard = (prob >= rules.probability_level) & (labels != rules.nodata) \
-                if rules.uses_probability and prob is not None else None
-            factor = metric.factors(r0, r1, c0, c1)
-            admissible = np.ones((h, w), bool)
-            clearance = np.full((h, w), horizon)
-            inside = (slice(max(halo - r0, 0), halo + h + min(height - r1, halo)),
-                      slice(max(halo - c0, 0), halo + w + min(width - c1, halo)))
-            for clear_m, lut, by_probability in groups:
-                mask = lut[labels]
-                if by_probability and prob_hazard is not None:
-                    mask |= prob_hazard
-                if mask[inside].any():
-                    raw = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut]
-                elif lut[rules.nodata] and (r0 < halo or c0 < halo or r1 + halo > height or c1 + halo > width):
-                    # Only the ground beyond the raster's edge, within the halo: the nearest of it
-                    # lies straight across the nearest edge, so no transform is needed.
-                    raw = _edge_distance(r0, r1, c0, c1, height, width, sy, sx)
-                else:
-                    continue  # nothing of this group within the halo: farther than the horizon
-                d = (raw - half) * factor
-                admissible &= d >= clear_m
-                np.minimum(clearance, d, out=clearance)
-            core = labels[cut]
-            valid = core != rules.nodata
-            hazard_core = hazard_lut[core] if prob_hazard is None else hazard_lut[core] | prob_hazard[cut]
-            area = np.broadcast_to(metric.areas(r0, r1, c0, c1), (h, w))
-            assessed += float(area[valid].sum(dtype=np.float64))
-            hazard_area += float(area[valid & hazard_core].sum(dtype=np.float64))
-            _or_into_cells(coarse, ~valid | hazard_core, r0, c0)
-            lab, n = ndimage.label(admissible, structure=EIGHT)
-            blocks[(bi, bj)] = _Block((bi, bj), base, n, lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(),
-                                      lab[:, -1].copy())
-            if keep_mask:
-                kept_labels[(bi, bj)] = lab
-            if n:
-                idx = np.arange(1, n + 1)
-                caution = (disc_sums(caution_lut[labels], halo, h, w, disc) / disc_size if rules.caution_classes
-                           else np.zeros((h, w)))
-                comps["area"].append(np.asarray(ndimage.sum_labels(area, lab, idx), np.float64))
-                comps["pixels"].append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
-                flat = lab.ravel()
-                members = np.flatnonzero(flat)
-                best = np.full(n + 1, -np.inf)
-                np.maximum.at(best, flat[members], clearance.ravel()[members])  # no sort (ndimage.maximum sorts)
-                best = best[1:]
-                rows, cols = _first_at(lab, clearance, best)
-                comps["clear"].append(best)
-                comps["row"].append(rows + r0)
-                comps["col"].append(cols + c0)
-                comps["caution"].append(np.asarray(ndimage.sum_labels(caution, lab, idx), np.float64))
-                lattice.append(_capped_at_cell_centres(lab, clearance, horizon, r0, c0, base))
-                if prob is not None:
-                    mean_prob = disc_sums(prob, halo, h, w, disc) / (255.0 * disc_size)
-                    comps["prob"].append(np.asarray(ndimage.sum_labels(mean_prob, lab, idx), np.float64))
-                # Polygons only of components that can be (part of) a zone: big enough, or
-                # touching the block's border (a neighbour may continue them).
-                edge = np.zeros(n + 1, bool)
-                edge[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
-                keep = np.concatenate([[False], comps["area"][-1] >= rules.min_area_m2]) | edge
-                keep[0] = False
-                _polygons(np.where(keep[lab], lab, 0), r0, c0, base, pieces, shp)
-            base += n
+    indexes = [(bi, bj) for bi in range(math.ceil(height / block)) for bj in range(math.ceil(width / block))]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for out in pool.map(mapper.run, indexes):
+            b = dataclasses.replace(out.block, base=base)
+            blocks[b.index] = b
+            for name, v in out.comps.items():
+                comps[name].append(v)
+            if out.lattice.shape[1]:
+                lattice.append(out.lattice + np.array([[base], [0], [0]], np.int64))
+            for k, row, col, shape, bits in out.crops:
+                crops[base + k] = (row, col, shape, bits)
+            assessed += out.assessed
+            hazard_area += out.hazard_area
+            i, j, cells = out.cells
+            coarse[i: i + cells.shape[0], j: j + cells.shape[1]] |= cells
+            if out.labels is not None:
+                kept_labels[b.index] = out.labels
+            base += b.count
+    have_prob = bool(comps["prob"])
     roots = _merge(blocks, base)
     if base == 0:
         return TileZones([], assessed, hazard_area, horizon, len(blocks),
@@ -279,9 +349,9 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     touchdown = {int(roots[i]): (int(cat["row"][i]), int(cat["col"][i]), float(cat["clear"][i])) for i in first}
     touchdown.update(_beyond_horizon(coarse, np.concatenate(lattice, axis=1) if lattice else np.zeros((3, 0), np.int64),
                                      roots, metric, horizon))
-    polygons: dict[int, list[Any]] = {}
-    for gid, parts in pieces.items():
-        polygons.setdefault(int(roots[gid - 1]), []).extend(parts)
+    members_of: dict[int, list[int]] = {}
+    for gid in crops:
+        members_of.setdefault(int(roots[gid - 1]), []).append(gid)
     chosen = sorted((r for r in touchdown if area_r[r] >= rules.min_area_m2 and pixels_r[r] > 0),
                     key=lambda r: touchdown[r][:2])
     zones = []
@@ -291,7 +361,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
         n_px = float(pixels_r[r])
         caution_share = float(caution_r[r] / n_px)
         mean_p = None if prob_r is None else float(prob_r[r] / n_px)
-        geom = union_all(polygons.get(r, []))
+        geom = union_all([p for gid in members_of.get(r, []) for p in _polygons(*crops[gid], shp)])
         zones.append(Zone(zone_id, geom, (row, col), clear, float(area_r[r]), int(n_px), caution_share, mean_p,
                           score(clear, caution_share, mean_p, horizon, in_domain)))
         zone_of_root[r] = zone_id
@@ -316,16 +386,15 @@ def _edge_distance(r0: int, r1: int, c0: int, c1: int, height: int, width: int, 
     return np.minimum(dy[:, None], dx[None, :])
 
 
-def _or_into_cells(coarse: np.ndarray, hazard: np.ndarray, r0: int, c0: int) -> None:
-    """OR a block core's hazards into the tile's coarse cells (a cell cut by a block border gets
-    both parts: the result does not depend on the block size)."""
+def _cells(hazard: np.ndarray, r0: int, c0: int) -> tuple[int, int, np.ndarray]:
+    """A block core's hazards as coarse cells, to be OR-ed into the tile's grid at (row, col) cell
+    (a cell cut by a block border gets both parts: the result does not depend on the block size)."""
     oy, ox = r0 % COARSE, c0 % COARSE
     h, w = hazard.shape
     ny, nx = math.ceil((oy + h) / COARSE), math.ceil((ox + w) / COARSE)
     padded = np.zeros((ny * COARSE, nx * COARSE), bool)
     padded[oy:oy + h, ox:ox + w] = hazard
-    cells = padded.reshape(ny, COARSE, nx, COARSE).any(axis=(1, 3))
-    coarse[r0 // COARSE: r0 // COARSE + ny, c0 // COARSE: c0 // COARSE + nx] |= cells
+    return r0 // COARSE, c0 // COARSE, np.asarray(padded.reshape(ny, COARSE, nx, COARSE).any(axis=(1, 3)))
 
 
 def _capped_at_cell_centres(lab: np.ndarray, clearance: np.ndarray, horizon: float, r0: int, c0: int,
@@ -396,16 +465,14 @@ def _groups(rules: ZoneRules) -> list[tuple[float, np.ndarray, bool]]:
     return out
 
 
-def _polygons(lab: np.ndarray, r0: int, c0: int, base: int, pieces: dict[int, list[Any]], shp: Any) -> None:
-    """Pixel-edge polygons (4-connected pieces, integer coordinates) of each kept component."""
-    if not lab.any():
-        return
+def _polygons(row: int, col: int, shape: tuple[int, ...], bits: np.ndarray, shp: Any) -> list[Any]:
+    """Pixel-edge polygons (4-connected pieces, integer tile coordinates) of a stored crop."""
     from affine import Affine
     from rasterio import features
 
-    for geom, value in features.shapes(lab.astype(np.int32, copy=False), mask=lab > 0, connectivity=4,
-                                       transform=Affine.translation(c0, r0)):
-        pieces.setdefault(base + int(value), []).append(shp.shape(geom))
+    crop = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape)
+    return [shp.shape(geom) for geom, _ in features.shapes(crop, mask=crop > 0, connectivity=4,
+                                                             transform=Affine.translation(col, row))]
 
 
 def _merge(blocks: dict[tuple[int, int], _Block], total: int) -> np.ndarray:

@@ -88,6 +88,24 @@ def bare_throughput(predictor: Any, patches: np.ndarray, batch_size: int, second
     return done * patches.shape[1] * patches.shape[2] / elapsed / 1e6
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux keeps that
+    across exec, so a child started by a parent holding two models would report the parent's peak."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _child(args: list[str]) -> int:
     """Run the pipeline once in this (fresh) process and print its wall time and peak RSS."""
     setup_logging()
@@ -100,8 +118,7 @@ def _child(args: list[str]) -> int:
     start = time.perf_counter()
     summary = run(args)
     seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024, "written": summary.tiles_written,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "written": summary.tiles_written,
                       "failures": summary.failures}))
     return 0 if summary.tiles_written == 1 else 1
 
@@ -121,12 +138,14 @@ def _zones_child(args: list[str]) -> int:
     settings = LandingSettings.of(card, load_profile(profile))
     entry = next(iter(read_manifest(output).values()))
     result = TileResult.from_json(entry.result)
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import scipy.ndimage  # noqa: F401  (the mapper's libraries: the pipeline loads them once per worker)
+    import shapely  # noqa: F401
+
+    base = rss_mb()
     start = time.perf_counter()
     record = compute_tile_zones(result, OutputLayout(output, "bench"), card, settings)
     seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024, "base_rss_mb": base_kb / 1024,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base,
                       "zones": len(record.zones), "pixels": result.pixels}))
     return 0
 
@@ -146,15 +165,17 @@ def _zones_labels_child(args: list[str]) -> int:
     card = card_of(model_dir)
     prof = load_profile(profile)
     rules = dataclasses.replace(zone_rules(card, prof), max_hazard_probability=1.0)  # no probabilities here
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import scipy.ndimage  # noqa: F401  (the mapper's libraries: the pipeline loads them once per worker)
+    import shapely  # noqa: F401
+
+    base = rss_mb()
     start = time.perf_counter()
     with rasterio.open(labels_path) as src:
         metric = GroundMetric.of(src.crs.to_wkt(), tuple(src.transform)[:6], src.height, src.width)
         zones = map_zones(src.height, src.width, window_reader(src, None, rules.nodata), metric, rules, LANDING_BLOCK)
         pixels = src.height * src.width
     seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024, "base_rss_mb": base_kb / 1024,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base,
                       "zones": len(zones.zones), "pixels": pixels, "horizon_m": zones.horizon_m}))
     return 0
 
