@@ -46,6 +46,8 @@ import numpy as np
 from common.ground import GroundMetric
 
 EIGHT = np.ones((3, 3), bool)
+#: A component's outline: its polygons, or (row, col, shape, packed bits) of its pixels' crop.
+Outline = list[Any] | tuple[int, int, tuple[int, ...], np.ndarray]
 COARSE = 16  # pixels per cell edge of the coarse hazard grid (clearance beyond the horizon)
 
 
@@ -227,7 +229,7 @@ class _BlockMapper:
         blk = _Block(index, 0, n, lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy())
         comps: dict[str, np.ndarray] = {}
         lattice = np.zeros((3, 0), np.int64)
-        crops: list[tuple[int, int, int, tuple[int, ...], np.ndarray]] = []
+        crops: list[tuple[int, Outline]] = []
         if n:
             flat = lab.ravel()
             members = np.flatnonzero(flat)
@@ -256,16 +258,37 @@ class _BlockMapper:
             comps["caution"] = per_component((sums >> 32) / self.disc_size)
             if prob is not None:
                 comps["prob"] = per_component((sums & 0xFFFFFFFF) / (255.0 * self.disc_size))
-            # The pixels of components that can be (part of) a zone, big enough or touching the
-            # block's border (a neighbour may continue them), as packed bit crops: they are
-            # polygonised once the merge says which ones are zones (most are not).
+            # Outlines of the components that can be (part of) a zone. Big enough ones are
+            # polygonised now (they are zones or parts of one: their polygons are the output);
+            # small ones touching the block's border (a neighbour may continue them, most are
+            # slivers that never become zones) are kept as packed bit crops, polygonised only if
+            # the merge makes them part of a zone. Neither holds a block's pixels.
+            big = np.concatenate([[False], comps["area"] >= rules.min_area_m2])
             edge = np.zeros(n + 1, bool)
             edge[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
-            keep = np.concatenate([[False], comps["area"] >= rules.min_area_m2]) | edge
+            pieces: dict[int, list[Any]] = {}
+            if big.any():
+                for geom, value in _shapes(np.where(big[lab], lab, 0), r0, c0):
+                    pieces.setdefault(int(value), []).append(geom)
+            crops.extend((k, parts) for k, parts in pieces.items())
             for k, box in enumerate(ndimage.find_objects(lab), start=1):
-                if box is not None and keep[k]:
+                if box is not None and edge[k] and not big[k]:
                     crop = lab[box] == k
-                    crops.append((k, box[0].start + r0, box[1].start + c0, crop.shape, np.packbits(crop)))
+                    crops.append((k, (box[0].start + r0, box[1].start + c0, crop.shape, np.packbits(crop))))
+            # A component inside the block and too small can never be (part of) a zone: drop it
+            # here, so what outlives the block grows with the zones, not with a noisy mask's specks.
+            kept = big | edge
+            kept[0] = False
+            renumber = np.zeros(n + 1, np.int64)
+            renumber[kept] = np.arange(1, int(kept.sum()) + 1)
+            comps = {name: v[kept[1:]] for name, v in comps.items()}
+            lattice = lattice[:, kept[lattice[0]]] if lattice.shape[1] else lattice
+            lattice[0] = renumber[lattice[0]]
+            crops = [(int(renumber[k]), outline) for k, outline in crops]
+            blk = _Block(index, 0, int(kept.sum()), renumber[blk.top], renumber[blk.bottom], renumber[blk.left],
+                         renumber[blk.right])
+            if self.keep_mask:
+                lab = renumber[lab].astype(np.int32)
         return _BlockOut(blk, comps, lattice, crops, assessed, hazard_area, cells, lab if self.keep_mask else None)
 
 
@@ -277,7 +300,7 @@ class _BlockOut:
     block: _Block
     comps: dict[str, np.ndarray]
     lattice: np.ndarray
-    crops: list[tuple[int, int, int, tuple[int, ...], np.ndarray]]
+    crops: list[tuple[int, Outline]]
     assessed: float
     hazard_area: float
     cells: tuple[int, int, np.ndarray]
@@ -292,7 +315,6 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     does not depend on the thread count either."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from shapely import geometry as shp
     from shapely import union_all
 
     lock = threading.Lock()
@@ -305,7 +327,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     horizon = rules.horizon_m
     blocks: dict[tuple[int, int], _Block] = {}
     comps: dict[str, list[np.ndarray]] = {k: [] for k in ("area", "pixels", "clear", "row", "col", "caution", "prob")}
-    crops: dict[int, tuple[int, int, tuple[int, ...], np.ndarray]] = {}  # gid -> row, col, shape, bits
+    crops: dict[int, Outline] = {}
     kept_labels: dict[tuple[int, int], np.ndarray] = {}
     assessed = hazard_area = 0.0
     base = 0
@@ -323,8 +345,8 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
                 comps[name].append(v)
             if out.lattice.shape[1]:
                 lattice.append(out.lattice + np.array([[base], [0], [0]], np.int64))
-            for k, row, col, shape, bits in out.crops:
-                crops[base + k] = (row, col, shape, bits)
+            for k, outline in out.crops:
+                crops[base + k] = outline
             assessed += out.assessed
             hazard_area += out.hazard_area
             i, j, cells = out.cells
@@ -361,7 +383,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
         n_px = float(pixels_r[r])
         caution_share = float(caution_r[r] / n_px)
         mean_p = None if prob_r is None else float(prob_r[r] / n_px)
-        geom = union_all([p for gid in members_of.get(r, []) for p in _polygons(*crops[gid], shp)])
+        geom = union_all([p for gid in members_of.get(r, []) for p in _polygons(crops[gid])])
         zones.append(Zone(zone_id, geom, (row, col), clear, float(area_r[r]), int(n_px), caution_share, mean_p,
                           score(clear, caution_share, mean_p, horizon, in_domain)))
         zone_of_root[r] = zone_id
@@ -465,14 +487,25 @@ def _groups(rules: ZoneRules) -> list[tuple[float, np.ndarray, bool]]:
     return out
 
 
-def _polygons(row: int, col: int, shape: tuple[int, ...], bits: np.ndarray, shp: Any) -> list[Any]:
-    """Pixel-edge polygons (4-connected pieces, integer tile coordinates) of a stored crop."""
+def _shapes(lab: np.ndarray, row: int, col: int) -> Any:
+    """(shapely polygon, value) of the 4-connected pieces of ``lab``'s non-zero values, in tile
+    pixel coordinates (integers: pieces of one zone from different blocks union exactly)."""
     from affine import Affine
     from rasterio import features
+    from shapely import geometry as shp
 
+    for geom, value in features.shapes(lab.astype(np.int32, copy=False), mask=lab > 0, connectivity=4,
+                                       transform=Affine.translation(col, row)):
+        yield shp.shape(geom), value
+
+
+def _polygons(outline: Outline) -> list[Any]:
+    """A component's polygons: made already, or from its stored crop."""
+    if isinstance(outline, list):
+        return outline
+    row, col, shape, bits = outline
     crop = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape)
-    return [shp.shape(geom) for geom, _ in features.shapes(crop, mask=crop > 0, connectivity=4,
-                                                             transform=Affine.translation(col, row))]
+    return [geom for geom, _ in _shapes(crop, row, col)]
 
 
 def _merge(blocks: dict[tuple[int, int], _Block], total: int) -> np.ndarray:
