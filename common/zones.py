@@ -6,10 +6,9 @@ The definition (docs and tests use exactly this; model/landing.py makes the rule
   summed probability of the hazard classes there is >= P. Everything beyond the raster's edge is
   nodata, so it is a hazard too: unknown ground is never safe.
 * An **admissible centre** is a pixel whose ground distance to every hazard pixel of class k is
-  >= R + b_k (plus the model's boundary margin, model/landing.py), where a hazard covers its
-  whole pixel (the distance between pixel centres less half a pixel). Nodata and beyond the
-  edge: R + the default buffer; hazards by probability: the largest R + b_k of the hazard
-  classes, since they are probably one of them.
+  >= R + b_k, where a hazard covers its whole pixel (the distance between pixel centres less
+  half a pixel). Nodata and beyond the edge: R + the default buffer; hazards by probability:
+  the largest R + b_k of the hazard classes, since they are probably one of them.
 * A **zone** is an 8-connected set of admissible centres of ground area >= ``min_area_m2``.
   Its ``touchdown`` is its centre farthest from any hazard and ``clearance_m`` that distance,
   exact up to the horizon ``2 * max(R + b)`` (ties: the first pixel in raster order). Beyond it,
@@ -123,6 +122,21 @@ class TileZones:
 #: read(row0, row1, col0, col1) → (labels uint8, hazard probability uint8 255ths or None) of that
 #: window, boundless: pixels beyond the raster are nodata.
 Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+def array_reader(labels: np.ndarray, prob: np.ndarray | None = None, nodata: int = 255) -> Reader:
+    """A Reader of in-memory arrays (evaluation, tests): nodata and probability 255 beyond them."""
+    def read(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        out = np.full((r1 - r0, c1 - c0), nodata, np.uint8)
+        pr = None if prob is None else np.full((r1 - r0, c1 - c0), 255, np.uint8)
+        rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r1, labels.shape[0]), min(c1, labels.shape[1])
+        if rr1 > rr0 and cc1 > cc0:
+            out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = labels[rr0:rr1, cc0:cc1]
+            if pr is not None and prob is not None:
+                pr[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = prob[rr0:rr1, cc0:cc1]
+        return out, pr
+
+    return read
 
 
 def score(clearance_m: float, caution_share: float, mean_probability: float | None, horizon_m: float,

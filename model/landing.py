@@ -26,12 +26,12 @@ _FIELDS = ("touchdown_radius_m", "hazard_buffer_m", "min_area_m2", "max_hazard_p
 #: Shipped profiles, by name. ``small-drone``: a sub-2 kg multirotor (about 0.5 m across) that
 #: needs a 1.5 m radius of clear ground, 2 m from hazards (5 m from buildings and water, where
 #: downdraft and GNSS multipath near walls, and drowning, are the risks), 20 m² to aim at, and
-#: calls ground hazard once the model gives hazard classes 40 % there. P = 0.4 is where the
+#: calls ground hazard once the model gives hazard classes 25 % there. P = 0.25 is where the
 #: default model's zones on Dubai val keep the false-safe rate <= 1 % with the most recall
-#: (0.84 %, recall 0.860, with the card's 2 m boundary margin; README "Landing zones").
+#: (0.90 %, recall 0.846; P 0.3 gives 1.12 %; README "Landing zones").
 SHIPPED: dict[str, dict[str, Any]] = {
     "small-drone": {"touchdown_radius_m": 1.5, "hazard_buffer_m": {"default": 2.0, "Building": 5.0, "Water": 5.0},
-                    "min_area_m2": 20.0, "max_hazard_probability": 0.4},
+                    "min_area_m2": 20.0, "max_hazard_probability": 0.25},
 }
 
 
@@ -148,22 +148,13 @@ def class_roles(card: ModelCard, profile: Profile) -> tuple[str, ...]:
     return tuple(str(r) for r in roles)
 
 
-def boundary_margin_m(card: ModelCard) -> float:
-    """The model's ``landing.margin_m``: how far its hazard boundaries may lie from the true ones
-    (calibrated by ``tileseg evaluate --landing``), added to every predicted hazard's clearance."""
-    value = (card.landing or {}).get("margin_m", 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise LandingError(f"model {card.model_id}: landing.margin_m must be a number >= 0, not {value!r}")
-    return float(value)
-
-
-def zone_rules(card: ModelCard, profile: Profile, margin_m: float | None = None) -> ZoneRules:
-    """The zone mapper's rules (common/zones.py) for ``card``'s classes under ``profile``: hazard
-    classes need R + b_k plus the model's boundary margin (``margin_m`` overrides the card's; 0
-    for ground-truth labels); nodata and the raster's edge are certain, so they get no margin."""
+def zone_rules(card: ModelCard, profile: Profile, extra_buffer_m: float = 0.0) -> ZoneRules:
+    """The zone mapper's rules (common/zones.py) for ``card``'s classes under ``profile``: an
+    admissible centre is R + b_k from every hazard of class k. ``extra_buffer_m`` (evaluation's
+    what-if only: how recall and false-safe area move if every hazard-class buffer were larger)
+    is added to the class buffers, not to nodata or the edge."""
     roles = class_roles(card, profile)
-    margin = boundary_margin_m(card) if margin_m is None else margin_m
-    return ZoneRules(roles=roles, clearance_m=tuple(profile.clearance_m(c.name) + margin for c in card.classes),
+    return ZoneRules(roles=roles, clearance_m=tuple(profile.clearance_m(c.name) + extra_buffer_m for c in card.classes),
                      default_clearance_m=profile.touchdown_radius_m + profile.hazard_buffer_m["default"],
                      radius_m=profile.touchdown_radius_m, min_area_m2=profile.min_area_m2,
                      max_hazard_probability=profile.max_hazard_probability, nodata=card.mask_nodata)

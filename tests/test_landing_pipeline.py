@@ -18,7 +18,7 @@ import shapely
 from rasterio.transform import from_origin
 
 from common.ground import GroundMetric
-from common.zones import map_zones
+from common.zones import array_reader, map_zones
 from model.card import save_card
 from model.landing import load_profile
 from pipelines import segment
@@ -71,13 +71,7 @@ def expected_zones(labels: np.ndarray, crs: str | None, transform: tuple[float, 
     wkt = rasterio.crs.CRS.from_user_input(crs).to_wkt() if crs else None
     metric = GroundMetric.of(wkt, transform, labels.shape[0], labels.shape[1], gsd)
 
-    def read(r0: int, r1: int, c0: int, c1: int):
-        out = np.full((r1 - r0, c1 - c0), 255, np.uint8)
-        rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r1, labels.shape[0]), min(c1, labels.shape[1])
-        out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = labels[rr0:rr1, cc0:cc1]
-        return out, None
-
-    return map_zones(labels.shape[0], labels.shape[1], read, metric, settings.rules, keep_mask=True)
+    return map_zones(labels.shape[0], labels.shape[1], array_reader(labels), metric, settings.rules, keep_mask=True)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import shapely
 from rasterio.crs import CRS
 
 from common.ground import GroundError, GroundMetric
-from common.zones import ZoneRules, disc_rows, map_zones, score
+from common.zones import ZoneRules, array_reader, disc_rows, map_zones, score
 
 SAFE, CAUTION, HAZARD, WATER = 0, 1, 2, 3
 NODATA = 255
@@ -27,15 +27,7 @@ def rules(radius: float = 1.5, buffer: float = 2.0, water_buffer: float | None =
 
 
 def reader(labels: np.ndarray, prob: np.ndarray | None = None):
-    def read(r0: int, r1: int, c0: int, c1: int):
-        out = np.full((r1 - r0, c1 - c0), NODATA, np.uint8)
-        pr = None if prob is None else np.full((r1 - r0, c1 - c0), 255, np.uint8)
-        rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r1, labels.shape[0]), min(c1, labels.shape[1])
-        out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = labels[rr0:rr1, cc0:cc1]
-        if pr is not None and prob is not None:
-            pr[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = prob[rr0:rr1, cc0:cc1]
-        return out, pr
-    return read
+    return array_reader(labels, prob, NODATA)
 
 
 def gsd_metric(shape: tuple[int, int], gsd: float = GSD) -> GroundMetric:

@@ -87,12 +87,12 @@ def _landing(a: argparse.Namespace, card: ModelCard, predictor: Predictor) -> in
         return 2
     print(f"model {card.model_id}, profile {profile.name}, {result['images']} images at {a.gsd} m/pixel; "
           f"ground-truth zones {result['truth_zone_m2']:,.0f} m²")
-    print("  P      margin m  false-safe  safe recall  predicted m²")
+    print("  P      +buffer m  false-safe  safe recall  predicted m²")
     for c in result["curve"]:
-        print(f"  {c['max_hazard_probability']:<6} {c['margin_m']:>8}  {c['false_safe_rate']:>10.4f}  "
+        print(f"  {c['max_hazard_probability']:<6} {c['margin_m']:>9}  {c['false_safe_rate']:>10.4f}  "
               f"{c['safe_recall'] or 0:>11.4f}  {c['predicted_zone_m2']:>12,.0f}")
     s = result["suggested"]
-    print(f"suggested max_hazard_probability {s['max_hazard_probability']} with margin {s['margin_m']} m "
+    print(f"suggested max_hazard_probability {s['max_hazard_probability']} "
           f"(false-safe {s['false_safe_rate']}, "
           f"recall {s['safe_recall']}; target false-safe <= {result['target_false_safe']})")
     print(json.dumps({**result, "model": card.model_id, "dataset": a.dataset, "split": a.split}))
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "with zones from the labels (false-safe rate, safe recall) over a sweep of P")
     parser.add_argument("--gsd", type=float, default=None, help="metres per pixel of the images (--landing)")
     parser.add_argument("--margins", default=None,
-                        help="comma-separated boundary margins (m) to sweep besides the card's (--landing)")
+                        help="comma-separated extra buffers (m) on the predicted hazard classes to sweep "
+                             "besides none: a what-if for wider profile buffers (--landing)")
     parser.add_argument("--probabilities", default=None,
                         help="comma-separated max_hazard_probability values to sweep (--landing)")
     a = parser.parse_args(argv)
