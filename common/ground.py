@@ -134,7 +134,8 @@ class GroundMetric:
         a, b, _, d, e, _ = self.transform
         plane = abs(a * e - b * d) * self.unit_to_m**2
         rows, cols, _, areal = _projected_grid(self)
-        return plane / _bilinear(areal, rows, cols, row0, row1, col0, col1)
+        scale = _bilinear(areal, rows, cols, row0, row1, col0, col1)
+        return np.divide(plane, scale, out=scale)
 
     # -- coordinates -------------------------------------------------------------------------
 
@@ -211,12 +212,19 @@ def _bilinear(grid: np.ndarray, rows_nodes: np.ndarray, cols_nodes: np.ndarray, 
     pixels beyond its edge take the edge's value)."""
     ri, ty = _span(rows_nodes, np.arange(row0, row1, dtype=np.float64))
     ci, tx = _span(cols_nodes, np.arange(col0, col1, dtype=np.float64))
-    r1 = np.minimum(ri + 1, len(rows_nodes) - 1)
     c1 = np.minimum(ci + 1, len(cols_nodes) - 1)
-    # Along the columns at the node rows first (small), then along the rows: the same values as
-    # interpolating each pixel from its four nodes, with two full-size operations instead of eight.
-    along = grid[:, ci] * (1 - tx) + grid[:, c1] * tx
-    return along[ri] * (1 - ty)[:, None] + along[r1] * ty[:, None]
+    # Along the columns at the node rows first (small), then, for the rows between two node rows,
+    # the first node row's values plus a share of the step to the next: two full-size passes.
+    # Each pixel's value depends only on its own row and column, not on the window.
+    along = grid[:, ci] + (grid[:, c1] - grid[:, ci]) * tx
+    out = np.empty((len(ri), len(ci)))
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(ri) != 0, [True]]))
+    for a, b in zip(starts[:-1], starts[1:]):
+        k = ri[a]
+        first = along[k]
+        np.multiply.outer(ty[a:b], along[min(k + 1, len(rows_nodes) - 1)] - first, out=out[a:b])
+        out[a:b] += first
+    return out
 
 
 def _span(nodes: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

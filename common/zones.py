@@ -157,14 +157,20 @@ def disc_rows(radius_m: float, sy: float, sx: float) -> list[tuple[int, int]]:
 
 
 def disc_sums(values: np.ndarray, halo: int, h: int, w: int, rows: list[tuple[int, int]]) -> np.ndarray:
-    """Integer sums of ``values`` (a window with ``halo`` around an h x w core) over the disc
-    around each core pixel: exact, so the same pixel sums the same whatever window it is in."""
-    cum = np.zeros((values.shape[0], values.shape[1] + 1), np.int64)
-    np.cumsum(values, axis=1, dtype=np.int64, out=cum[:, 1:])
-    total = np.zeros((h, w), np.int64)
+    """Integer sums of ``values`` (uint8, a window with ``halo`` around an h x w core) over the disc
+    around each core pixel: exact, so the same pixel sums the same whatever window it is in. Only
+    the rows and columns the discs reach are summed, in int32 where no sum can overflow it."""
+    ry = max(abs(dy) for dy, _ in rows)
+    rx = max(wx for _, wx in rows)
+    sub = values[halo - ry: halo + h + ry, halo - rx: halo + w + rx]
+    dtype = np.int32 if 255 * (sub.shape[1] + 1) * len(rows) < 2**31 else np.int64
+    cum = np.zeros((sub.shape[0], sub.shape[1] + 1), dtype)
+    np.cumsum(sub, axis=1, dtype=dtype, out=cum[:, 1:])
+    total = np.zeros((h, w), dtype)
     for dy, wx in rows:
-        band = cum[halo + dy: halo + dy + h]
-        total += band[:, halo + wx + 1: halo + wx + 1 + w] - band[:, halo - wx: halo - wx + w]
+        band = cum[ry + dy: ry + dy + h]
+        total += band[:, rx + wx + 1: rx + wx + 1 + w]
+        total -= band[:, rx - wx: rx - wx + w]
     return total
 
 
@@ -202,76 +208,57 @@ class _BlockMapper:
     def run(self, index: tuple[int, int]) -> _BlockOut:
         from scipy import ndimage
 
-        rules, halo, height, width = self.rules, self.halo, self.height, self.width
-        sy, sx, horizon = self.sy, self.sx, self.horizon
+        rules, halo = self.rules, self.halo
         bi, bj = index
         r0, c0 = bi * self.block, bj * self.block
-        r1, c1 = min(r0 + self.block, height), min(c0 + self.block, width)
+        r1, c1 = min(r0 + self.block, self.height), min(c0 + self.block, self.width)
         h, w = r1 - r0, c1 - c0
         labels, prob = self.read(r0 - halo, r1 + halo, c0 - halo, c1 + halo)
         cut = (slice(halo, halo + h), slice(halo, halo + w))
         prob_hazard = (prob >= rules.probability_level) & (labels != rules.nodata) \
             if rules.uses_probability and prob is not None else None
-        factor = self.metric.factors(r0, r1, c0, c1)
-        admissible = np.ones((h, w), bool)
-        clearance = np.full((h, w), horizon)
-        inside = (slice(max(halo - r0, 0), halo + h + min(height - r1, halo)),
-                  slice(max(halo - c0, 0), halo + w + min(width - c1, halo)))
-        for clear_m, lut, by_probability in self.groups:
-            mask = lut[labels]
-            if by_probability and prob_hazard is not None:
-                mask |= prob_hazard
-            if mask[inside].any():
-                raw = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))[cut]
-            elif lut[rules.nodata] and (r0 < halo or c0 < halo or r1 + halo > height or c1 + halo > width):
-                # Only the ground beyond the raster's edge, within the halo: the nearest of it
-                # lies straight across the nearest edge, so no transform is needed.
-                raw = _edge_distance(r0, r1, c0, c1, height, width, sy, sx)
-            else:
-                continue  # nothing of this group within the halo: farther than the horizon
-            d = (raw - self.half) * factor
-            admissible &= d >= clear_m
-            np.minimum(clearance, d, out=clearance)
+        admissible, clearance = self._clearance(labels, prob_hazard, r0, r1, c0, c1)
         core = labels[cut]
         valid = core != rules.nodata
-        hazard_core = self.hazard_lut[core] if prob_hazard is None else self.hazard_lut[core] | prob_hazard[cut]
-        area = np.broadcast_to(self.metric.areas(r0, r1, c0, c1), (h, w))
-        assessed = float(area[valid].sum(dtype=np.float64))
-        hazard_area = float(area[valid & hazard_core].sum(dtype=np.float64))
+        hazard_core = self.hazard_lut[core]
+        if prob_hazard is not None:
+            hazard_core |= prob_hazard[cut]
         cells = _cells(~valid | hazard_core, r0, c0)
+        area = self.metric.areas(r0, r1, c0, c1)  # broadcastable to (h, w)
+        assessed = _masked_sum(area, valid)
+        hazard_core &= valid
+        hazard_area = _masked_sum(area, hazard_core)
+        del core, valid, hazard_core, prob_hazard
         lab, n = ndimage.label(admissible, structure=EIGHT)
+        del admissible
         blk = _Block(index, 0, n, lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy())
         comps: dict[str, np.ndarray] = {}
         lattice = np.zeros((3, 0), np.int64)
         crops: list[tuple[int, Outline]] = []
         if n:
+            # Per-component totals over all pixels at once: label 0 (not admissible) is dropped.
             flat = lab.ravel()
-            members = np.flatnonzero(flat)
-            ids = flat[members]
-
-            def per_component(values: np.ndarray) -> np.ndarray:
-                return np.bincount(ids, weights=values, minlength=n + 1)[1:]
-
-            comps["area"] = per_component(area.ravel()[members])
-            comps["pixels"] = np.bincount(ids, minlength=n + 1)[1:]
+            pixels = np.bincount(flat, minlength=n + 1)
+            comps["pixels"] = pixels[1:]
+            comps["area"] = (pixels[1:] * float(area.flat[0]) if area.size == 1 else
+                             np.bincount(flat, weights=np.broadcast_to(area, (h, w)).ravel(), minlength=n + 1)[1:])
             best = np.full(n + 1, -np.inf)
-            np.maximum.at(best, ids, clearance.ravel()[members])  # no sort (ndimage.maximum sorts)
+            np.maximum.at(best, flat, clearance.ravel())  # no sort (ndimage.maximum sorts)
             best = best[1:]
             rows, cols = _first_at(lab, clearance, best)
             comps["clear"] = best
             comps["row"] = rows + r0
             comps["col"] = cols + c0
-            lattice = _capped_at_cell_centres(lab, clearance, horizon, r0, c0, 0)
-            # Caution pixels and hazard probability within R of each centre: one pass of disc
-            # sums over both, packed in one integer (caution count high, probability low).
-            packed = self.caution_lut[labels].astype(np.int64) << 32 if rules.caution_classes else \
-                np.zeros(labels.shape, np.int64)
+            lattice = _capped_at_cell_centres(lab, clearance, self.horizon, r0, c0, 0)
+            del clearance
+            # Caution pixels and hazard probability within R of each centre, summed per component.
+            if rules.caution_classes:
+                comps["caution"] = self._disc_totals(self.caution_lut[labels], flat, n, h, w)
+            else:
+                comps["caution"] = np.zeros(n)
             if prob is not None:
-                packed |= prob
-            sums = disc_sums(packed, halo, h, w, self.disc).ravel()[members]
-            comps["caution"] = per_component((sums >> 32) / self.disc_size)
-            if prob is not None:
-                comps["prob"] = per_component((sums & 0xFFFFFFFF) / (255.0 * self.disc_size))
+                comps["prob"] = self._disc_totals(prob, flat, n, h, w) / 255.0
+            del labels, prob
             # Outlines of the components that can be (part of) a zone. Big enough ones are
             # polygonised now (they are zones or parts of one: their polygons are the output);
             # small ones touching the block's border (a neighbour may continue them, most are
@@ -305,6 +292,64 @@ class _BlockMapper:
                 lab = renumber[lab].astype(np.int32)
         return _BlockOut(blk, comps, lattice, crops, assessed, hazard_area, cells, lab if self.keep_mask else None)
 
+    def _clearance(self, labels: np.ndarray, prob_hazard: np.ndarray | None, r0: int, r1: int, c0: int,
+                   c1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(admissible centres, ground distance to the nearest hazard capped at the horizon) of the
+        core, from the window's hazards: one distance transform per clearance group that has
+        hazards within the halo."""
+        rules, halo, height, width = self.rules, self.halo, self.height, self.width
+        h, w = r1 - r0, c1 - c0
+        factor = None
+        admissible = np.ones((h, w), bool)
+        clearance = np.full((h, w), self.horizon)
+        inside = (slice(max(halo - r0, 0), halo + h + min(height - r1, halo)),
+                  slice(max(halo - c0, 0), halo + w + min(width - c1, halo)))
+        for clear_m, lut, by_probability in self.groups:
+            mask = lut[labels]
+            if by_probability and prob_hazard is not None:
+                mask |= prob_hazard
+            if mask[inside].any():
+                d = self._centre_distance(mask, h, w)
+            elif lut[rules.nodata] and (r0 < halo or c0 < halo or r1 + halo > height or c1 + halo > width):
+                # Only the ground beyond the raster's edge, within the halo: the nearest of it
+                # lies straight across the nearest edge, so no transform is needed.
+                d = _edge_distance(r0, r1, c0, c1, height, width, self.sy, self.sx)
+            else:
+                continue  # nothing of this group within the halo: farther than the horizon
+            del mask
+            if factor is None:
+                factor = self.metric.factors(r0, r1, c0, c1)
+            d -= self.half
+            d *= factor
+            admissible &= d >= clear_m
+            np.minimum(clearance, d, out=clearance)
+        return admissible, clearance
+
+    def _centre_distance(self, mask: np.ndarray, h: int, w: int) -> np.ndarray:
+        """Reference distance (metres) from each core pixel's centre to the nearest ``mask`` pixel's
+        centre. scipy's feature transform of the window, then the distances of the core only: the
+        window's distances (float64) and index grids are never made."""
+        from scipy import ndimage
+
+        halo = self.halo
+        nearest = np.empty((2, *mask.shape), np.int32)
+        ndimage.distance_transform_edt(~mask, sampling=(self.sy, self.sx), return_distances=False,
+                                       return_indices=True, indices=nearest)
+        dy = nearest[0, halo:halo + h, halo:halo + w] - np.arange(halo, halo + h, dtype=np.int32)[:, None]
+        dx = nearest[1, halo:halo + h, halo:halo + w] - np.arange(halo, halo + w, dtype=np.int32)[None, :]
+        del nearest
+        d = dy * self.sy
+        d *= d
+        ex = dx * self.sx
+        ex *= ex
+        d += ex
+        return np.sqrt(d, out=d)
+
+    def _disc_totals(self, values: np.ndarray, flat: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
+        """Per component (1..n), the sum over its centres of the mean of ``values`` within R."""
+        sums = disc_sums(values, self.halo, h, w, self.disc)
+        return np.bincount(flat, weights=sums.ravel(), minlength=n + 1)[1:] / self.disc_size
+
 
 @dataclass
 class _BlockOut:
@@ -328,8 +373,6 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
     serialised, a raster handle is not thread-safe) and gathered in raster order, so the result
     does not depend on the thread count either."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from shapely import union_all
 
     lock = threading.Lock()
 
@@ -397,7 +440,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
         n_px = float(pixels_r[r])
         caution_share = float(caution_r[r] / n_px)
         mean_p = None if prob_r is None else float(prob_r[r] / n_px)
-        geom = union_all([p for gid in members_of.get(r, []) for p in _polygons(crops[gid])])
+        geom = _zone_geometry([_polygons(crops[gid]) for gid in members_of.get(r, [])])
         zones.append(Zone(zone_id, geom, (row, col), clear, float(area_r[r]), int(n_px), caution_share, mean_p,
                           score(clear, caution_share, mean_p, horizon, in_domain)))
         zone_of_root[r] = zone_id
@@ -479,10 +522,19 @@ def _first_at(lab: np.ndarray, values: np.ndarray, best: np.ndarray) -> tuple[np
     component's ``best`` (scipy's maximum_position picks any of the tied pixels)."""
     flat = lab.ravel()
     target = np.concatenate([[np.inf], best])
-    candidates = np.flatnonzero((flat > 0) & (values.ravel() == target[flat]))
-    _, first = np.unique(flat[candidates], return_index=True)
-    pos = candidates[first]
-    return (pos // lab.shape[1]).astype(np.int64), (pos % lab.shape[1]).astype(np.int64)
+    candidates = np.flatnonzero(values.ravel() == target[flat])  # label 0 never: its target is inf
+    pos = np.full(len(best) + 1, flat.size, np.int64)
+    np.minimum.at(pos, flat[candidates], candidates)  # the first in raster order, without a sort
+    pos = pos[1:]
+    return pos // lab.shape[1], pos % lab.shape[1]
+
+
+def _masked_sum(values: np.ndarray, mask: np.ndarray) -> float:
+    """The sum of ``values`` (broadcastable to ``mask``'s shape) where ``mask`` holds."""
+    if values.shape[-1] == 1:  # one value per row (or one in all): weight the rows' counts
+        counts = np.count_nonzero(mask, axis=1)
+        return float(np.dot(np.broadcast_to(values[:, 0], counts.shape), counts))
+    return float(np.sum(values, where=mask, dtype=np.float64))
 
 
 def _groups(rules: ZoneRules) -> list[tuple[float, np.ndarray, bool]]:
@@ -506,11 +558,27 @@ def _shapes(lab: np.ndarray, row: int, col: int) -> Any:
     pixel coordinates (integers: pieces of one zone from different blocks union exactly)."""
     from affine import Affine
     from rasterio import features
-    from shapely import geometry as shp
+    from shapely import linearrings, polygons
 
     for geom, value in features.shapes(lab.astype(np.int32, copy=False), mask=lab > 0, connectivity=4,
                                        transform=Affine.translation(col, row)):
-        yield shp.shape(geom), value
+        # GDAL's polygons are Polygons; made from coordinate arrays (shapely's shape() builds
+        # each of a noisy mask's thousands of holes in Python).
+        rings = geom["coordinates"]
+        holes = [linearrings(np.asarray(r, np.float64)) for r in rings[1:]]
+        yield polygons(linearrings(np.asarray(rings[0], np.float64)), holes=holes or None), value
+
+
+def _zone_geometry(parts: list[list[Any]]) -> Any:
+    """A zone's (Multi)Polygon from its components' polygons, one list per block it spans. Within
+    one block the pieces are the 4-connected parts of one 8-connected component: they touch only
+    at corners, so they are already a valid MultiPolygon; pieces of different blocks share edges
+    along the block borders and are unioned (exactly: their coordinates are integers)."""
+    from shapely import multipolygons, union_all
+
+    if len(parts) == 1:
+        return parts[0][0] if len(parts[0]) == 1 else multipolygons(parts[0])
+    return union_all([p for block in parts for p in block])
 
 
 def _polygons(outline: Outline) -> list[Any]:
