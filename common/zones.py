@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from common.ground import GroundMetric
+from common.memory import release_free_memory
 
 EIGHT = np.ones((3, 3), bool)
 #: A component's outline: its polygons, or (row, col, shape, packed bits) of its pixels' crop.
@@ -411,6 +412,7 @@ def map_zones(height: int, width: int, read: Reader, metric: GroundMetric, rules
             if out.labels is not None:
                 kept_labels[b.index] = out.labels
             base += b.count
+    release_free_memory()  # the blocks' buffers, before the polygons are merged
     have_prob = bool(comps["prob"])
     roots = _merge(blocks, base)
     if base == 0:

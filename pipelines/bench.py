@@ -33,6 +33,7 @@ from common.patching import patchify
 from common.plan import plan_blocks
 from common.synthetic import write_scene
 from model.card import load_card
+from model.free import write_free_model
 from model.loading import resolve_precision
 from model.predictor import Predictor
 from model.shipped import DEFAULT_MODEL
@@ -180,6 +181,55 @@ def _zones_labels_child(args: list[str]) -> int:
     return 0
 
 
+def _pipeline_child(cmd: list[str]) -> dict[str, Any] | None:
+    """Run ``python -m pipelines.bench _pipeline ...`` and return its JSON line (None: it failed, said why)."""
+    log.info("pipeline: %s", " ".join(cmd))
+    child = subprocess.run(cmd, capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr[-4000:])
+        print(json.dumps({"error": "pipeline run failed", "returncode": child.returncode}))
+        return None
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return result
+
+
+#: The free model's classes as landing roles: two hazards, two safe, one caution.
+FREE_MODEL_ROLES = {"class0": "hazard", "class1": "safe", "class2": "caution", "class3": "safe", "class4": "hazard"}
+
+
+def _landing_memory(a: argparse.Namespace) -> int:
+    """``--landing_memory``: what ``--landing`` adds to the pipeline's peak RSS. The same pipeline
+    run twice on the generated scene, without and with ``--landing``, with model/free.py's model
+    (a 1x1 convolution: the model costs nothing, its mask is a noisy binning of the scene) at the
+    default model's patch and halo, in float32."""
+    os.makedirs(a.workdir, exist_ok=True)
+    tile = os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}.tif")
+    _scene(tile, a.size, a.seed)
+    model_dir = os.path.join(a.workdir, "free-model")
+    default = load_card(DEFAULT_MODEL)
+    write_free_model(model_dir, patch_size=default.patch_size, halo=default.halo, size_multiple=default.size_multiple,
+                     name="free", landing_roles=FREE_MODEL_ROLES)
+    out = os.path.join(a.workdir, f"run-{a.size}-free")
+    peaks = {}
+    for landing in (None, a.landing):
+        subprocess.run(["rm", "-rf", out], check=True)
+        cmd = [sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out, "--model",
+               model_dir, "--precision", "float32", "--batch_size", str(a.batch_size),
+               "--patches_per_block", str(a.patches_per_block)] + (["--landing", landing] if landing else [])
+        result = _pipeline_child(cmd)
+        if result is None:
+            return 1
+        peaks["with" if landing else "without"] = (result["peak_rss_mb"], result["seconds"])
+    (base, base_s), (land, land_s) = peaks["without"], peaks["with"]
+    print(f"{a.size}x{a.size} scene, free model: pipeline peak RSS {base:.0f} MB ({base_s:.1f} s) without --landing, "
+          f"{land:.0f} MB ({land_s:.1f} s) with --landing {a.landing}: {land - base:+.0f} MB")
+    print(json.dumps({"landing_memory": True, "size": a.size, "profile": a.landing,
+                      "peak_rss_mb_without": round(base, 1), "peak_rss_mb_with": round(land, 1),
+                      "landing_adds_mb": round(land - base, 1), "seconds_without": round(base_s, 2),
+                      "seconds_with": round(land_s, 2)}))
+    return 0
+
+
 def _landing_only(a: argparse.Namespace) -> int:
     """``--landing_only``: the landing stage's cost and memory on the scene's truth labels."""
     os.makedirs(a.workdir, exist_ok=True)
@@ -227,12 +277,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="also map landing zones with this profile, and report the landing stage's cost")
     parser.add_argument("--landing_only", action="store_true",
                         help="with --landing: time only the zone mapper, on the generated scene's truth labels")
+    parser.add_argument("--landing_memory", action="store_true",
+                        help="with --landing: peak RSS of the pipeline without and with --landing (model/free.py's model)")
     a = parser.parse_args(argv)
     setup_logging()
     if a.landing_only:
         if not a.landing:
             parser.error("--landing_only needs --landing PROFILE")
         return _landing_only(a)
+    if a.landing_memory:
+        if not a.landing:
+            parser.error("--landing_memory needs --landing PROFILE")
+        return _landing_memory(a)
 
     card = load_card(a.model)
     patch = a.patch_size or card.patch_size
@@ -258,13 +314,9 @@ def main(argv: list[str] | None = None) -> int:
            "--patch_size", str(patch), "--halo", str(halo), "--patches_per_block", str(a.patches_per_block)]
     if a.landing:
         cmd += ["--landing", a.landing]
-    log.info("pipeline: %s", " ".join(cmd))
-    child = subprocess.run(cmd, capture_output=True, text=True)
-    if child.returncode != 0:
-        sys.stderr.write(child.stderr[-4000:])
-        print(json.dumps({"error": "pipeline run failed", "returncode": child.returncode}))
+    result = _pipeline_child(cmd)
+    if result is None:
         return 1
-    result = json.loads(child.stdout.strip().splitlines()[-1])
     pipeline_mpix_s = a.size * a.size / result["seconds"] / 1e6
 
     # (1): the same patches, same model, precision and batch size, in a plain loop.

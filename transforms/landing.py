@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from common import fileio
 from common.ground import GroundError, GroundMetric
+from common.memory import release_free_memory
 from common.zones import TileZones, ZoneRules, map_zones
 from model.card import ModelCard
 from model.landing import LandingError, Profile, zone_rules
@@ -132,6 +133,7 @@ def compute_tile_zones(result: TileResult, layout: OutputLayout, card: ModelCard
                        settings: LandingSettings) -> TileZoneRecord:
     mask_uri = layout.mask_uri(result.tile_id)
     rules = settings.rules
+    release_free_memory()  # what writing masks freed, so the zone mapper reuses it instead of adding to it
     with fileio.open_raster(mask_uri) as src:
         wkt = src.crs.to_wkt() if src.crs else None
         try:
