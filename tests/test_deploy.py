@@ -65,7 +65,7 @@ def _matches(name: str, value: str) -> bool:
 
 
 def test_metadata_parameters_are_exactly_the_tileseg_options() -> None:
-    # When tileseg gets its `landing` option, this fails until deploy/metadata.json declares it too.
+    # A new tileseg option fails this until deploy/metadata.json declares it too.
     names = [p["name"] for p in json.loads((DEPLOY / "metadata.json").read_text())["parameters"]]
     assert len(names) == len(set(names))
     assert set(names) == set(_tileseg_actions())
