@@ -251,6 +251,7 @@ def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: 
             m["grey"]["miou"] / m["miou"], rel=0.01)
         assert [src["name"] for src in again.training["sources"]] == ["synthetic", "partial test scene"]
         assert "partial test scene, test" in again.license
+        assert "hotosm-kampala" not in m  # scored only for models trained on Kampala's labels
     pred = Predictor.from_dir(str(tmp_path), "float32")
     labels = pred.predict_labels(np.zeros((1, 64, 64, 3), np.uint8), divisor=255.0)
     assert labels.shape == (1, 64, 64) and labels.max() < 5

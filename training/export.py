@@ -53,7 +53,9 @@ def _extra_metrics(cfg: TrainConfig, data: TrainingData, predictor: Any, card: M
                          "per_class_iou": s["per_class_iou"],
                          "how": "val images as ITU-R 601 luminance in every band"}
         print(f"grey val mIoU {s['miou']:.4f} ({extra['grey']['ratio_to_rgb']:.3f} x RGB)", flush=True)
-    if data.partial is not None:
+    # Kampala's val chips score models whose partial labels came from Kampala; other partial
+    # labels (a test's generated scene) say nothing about them, and need no shared data.
+    if data.partial is not None and data.split.get("partial", {}).get("dataset") == kampala.FOLDER:
         index = names.index(kampala.LABELLED_CLASS)
         extra[kampala.FOLDER] = {**kampala.evaluate_partial(segmenter(predictor), index),
                                  "split": "val chips", "class": kampala.LABELLED_CLASS}
