@@ -4,8 +4,8 @@ Each block core is staged as a small ``.npz`` (labels, per-class counts and area
 ``OUT/_staging/<run_id>/<tile_id>/`` as soon as it is stitched; a block that failed stages a
 ``.fail.json`` record instead. Whoever stages a tile's last block (it lists the tile's staging
 folder after writing its own file, and finds every block there) finishes the tile: it writes the
-cores into a local tiled GeoTIFF window by window, converts it with GDAL's COG driver (internal
-overviews by mode) and publishes it under ``masks/<tile_id>.tif`` in one step, or, if any block
+cores into a local tiled GeoTIFF window by window, converts it to a COG (common/cog.py: internal
+overviews by mode, computed in numpy) and publishes it under ``masks/<tile_id>.tif`` in one step, or, if any block
 failed, records the tile's failure. There is no grouping step: a tile is done as soon as its own
 blocks are, whatever the other tiles are doing, so one huge tile never holds a small one back
 and a killed run keeps every tile it finished.
@@ -37,6 +37,7 @@ import apache_beam as beam
 import numpy as np
 
 from common import fileio
+from common.cog import write_cog
 from common.domain import InputSums, check_domain
 from common.plan import BlockSpec
 from common.safepath import check_relative, check_segment
@@ -251,9 +252,9 @@ def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_lo
             dst.update_tags(**tags_for(TileTotals.of(parts)))
             if hz is not None:
                 hz.update_tags(**(hazard_tags or {}))
-        _to_cog(tmp, out_local, "MODE")
+        write_cog(tmp, out_local, "mode", MASK_BLOCK, card.num_classes)
         if tmp_hazard is not None and hazard_local is not None:
-            _to_cog(tmp_hazard, hazard_local, "AVERAGE")
+            write_cog(tmp_hazard, hazard_local, "average", MASK_BLOCK)
     finally:
         fileio.remove(tmp)
         if tmp_hazard is not None:
@@ -273,15 +274,6 @@ def _tiff_profile(tile: TileSpec, nodata: int | None) -> dict[str, Any]:
     if tile.crs_wkt:
         profile["crs"] = CRS.from_wkt(tile.crs_wkt)
     return profile
-
-
-def _to_cog(tmp: str, out: str, resampling: str) -> None:
-    import rasterio
-    from rasterio.shutil import copy as rio_copy
-
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-        rio_copy(tmp, out, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=MASK_BLOCK,
-                 OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
 
 
 class TileFinisher:
