@@ -61,6 +61,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def compile_with_xla(precision: str) -> bool:
+    """Whether the inference graph (normalisation, model, softmax, argmax, confidence) is compiled
+    with XLA. Measured on a 2-core AVX2 CPU, float32, batches of 4 x 768²: the default U-Net
+    1.30 → 1.45 MPix/s, the 1x1-convolution model 9.9 → 18.2 MPix/s (XLA fuses the elementwise
+    steps around the convolutions), labels identical. Not where it was not measured: reduced
+    precision on a CPU (oneDNN's bf16 kernels are what make it fast there) and GPUs."""
+    return precision == "float32" and not has_gpu()
+
+
 def resolve_precision(requested: str, card: ModelCard) -> str:
     """Turn ``auto`` into a concrete precision.
 

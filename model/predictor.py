@@ -17,7 +17,7 @@ import numpy as np
 from common import segment_array as in_memory
 from common.normalise import standardise
 from model.card import ModelCard
-from model.loading import LoadedModel, load_model
+from model.loading import LoadedModel, compile_with_xla, load_model
 
 
 class Predictor:
@@ -85,6 +85,7 @@ class Predictor:
         else:
             result = ops.cast(ops.softmax(out, axis=-1) if self.card.output == "logits" else out, "float32")
         graph = keras.Model(inputs, result, name=f"{kind}_graph")
+        graph.jit_compile = compile_with_xla(self.precision)
         graph.make_predict_function()  # built here, under the lock, not lazily by the first caller
         return graph
 

@@ -230,6 +230,57 @@ def _landing_memory(a: argparse.Namespace) -> int:
     return 0
 
 
+def _free_model(a: argparse.Namespace) -> int:
+    """``--free_model``: the whole pipeline with model/free.py's model (the model costs nothing)
+    against the I/O floor (pipelines/io_floor.py) on the same tile, measured before and after the
+    pipeline run and averaged; the two masks are compared pixel by pixel."""
+    import rasterio
+
+    from pipelines.io_floor import io_floor
+
+    os.makedirs(a.workdir, exist_ok=True)
+    tile = os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}.tif")
+    _scene(tile, a.size, a.seed)
+    model_dir = os.path.join(a.workdir, "free-model")
+    default = load_card(DEFAULT_MODEL)
+    card = write_free_model(model_dir, patch_size=a.patch_size or default.patch_size,
+                            halo=default.halo if a.halo is None else a.halo, size_multiple=default.size_multiple,
+                            name="free", landing_roles=FREE_MODEL_ROLES)
+    floor_mask = os.path.join(a.workdir, f"floor-{a.size}.tif")
+    floors = [io_floor(tile, floor_mask, card.num_classes)]
+    out = os.path.join(a.workdir, f"run-{a.size}-free")
+    subprocess.run(["rm", "-rf", out], check=True)
+    result = _pipeline_child([sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out,
+                              "--model", model_dir, "--precision", "float32", "--batch_size", str(a.batch_size),
+                              "--patches_per_block", str(a.patches_per_block)])
+    if result is None:
+        return 1
+    floors.append(io_floor(tile, floor_mask, card.num_classes))
+    floor_s = sum(f["seconds"] for f in floors) / 2
+    mask = os.path.join(out, "masks", os.path.basename(tile))
+    with rasterio.open(mask) as m, rasterio.open(floor_mask) as f:
+        agreement = float(np.mean([(m.read(1, window=w) == f.read(1, window=w)).mean() for _, w in m.block_windows(1)]))
+    mask_bytes = os.path.getsize(mask)
+    ratio = floor_s / result["seconds"]
+    print(f"{a.size}x{a.size} scene, free model (1x1 convolution), patch {card.patch_size}, halo {card.halo}, "
+          f"batch {a.batch_size}")
+    print(f"I/O floor (read in windows, label, plain GDAL COG with MODE overviews): {floor_s:.1f} s "
+          f"({floors[0]['seconds']:.1f} before, {floors[1]['seconds']:.1f} after; of the last "
+          f"{floors[1]['read_and_label_s']:.1f} s reading and labelling, {floors[1]['cog_s']:.1f} s the COG), "
+          f"mask {floors[1]['mask_bytes'] / 1e6:.1f} MB")
+    print(f"pipeline end to end: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+          f"mask {mask_bytes / 1e6:.1f} MB; the masks agree on {agreement:.5f} of the pixels")
+    print(f"ratio floor/pipeline: {ratio:.3f} (1.0: the pipeline is as fast as the plain conversion)")
+    print(json.dumps({"free_model": True, "size": a.size, "floor_s": round(floor_s, 2),
+                      "floor_s_before_after": [round(f["seconds"], 2) for f in floors],
+                      "floor_cog_s": round(floors[1]["cog_s"], 2), "pipeline_s": round(result["seconds"], 2),
+                      "ratio": round(ratio, 4), "peak_rss_mb": round(result["peak_rss_mb"], 1),
+                      "mask_bytes": mask_bytes, "floor_mask_bytes": floors[1]["mask_bytes"],
+                      "mask_agreement": round(agreement, 6), "patch": card.patch_size, "halo": card.halo,
+                      "batch_size": a.batch_size}))
+    return 0
+
+
 def _landing_only(a: argparse.Namespace) -> int:
     """``--landing_only``: the landing stage's cost and memory on the scene's truth labels."""
     os.makedirs(a.workdir, exist_ok=True)
@@ -277,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also map landing zones with this profile, and report the landing stage's cost")
     parser.add_argument("--landing_only", action="store_true",
                         help="with --landing: time only the zone mapper, on the generated scene's truth labels")
+    parser.add_argument("--free_model", action="store_true",
+                        help="the pipeline with a model that costs nothing (model/free.py) against the I/O floor")
     parser.add_argument("--landing_memory", action="store_true",
                         help="with --landing: peak RSS of the pipeline without and with --landing (model/free.py's model)")
     a = parser.parse_args(argv)
@@ -285,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.landing:
             parser.error("--landing_only needs --landing PROFILE")
         return _landing_only(a)
+    if a.free_model:
+        return _free_model(a)
     if a.landing_memory:
         if not a.landing:
             parser.error("--landing_memory needs --landing PROFILE")
@@ -329,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     import rasterio
     from rasterio.windows import Window
 
-    crop = min(AGREEMENT_CROP, a.size)
+    # At least 3 patch cores across, so seams cross the crop both ways (larger patches, larger crop).
+    crop = min(max(AGREEMENT_CROP, -(-3 * (patch - 2 * halo) // 64) * 64), a.size)
     with rasterio.open(tile) as src:
         image = np.moveaxis(src.read(window=Window(0, 0, crop, crop)), 0, -1)
     agreement = None
