@@ -103,8 +103,7 @@ def average_2x(values: np.ndarray) -> np.ndarray:
     return total.astype(np.uint8)
 
 
-def write_cog(full: str, out: str, resampling: str, block: int, num_classes: int = 0,
-              compress: str = "DEFLATE") -> None:
+def write_cog(full: str, out: str, resampling: str, block: int, num_classes: int = 0) -> None:
     """``full``: a local tiled uint8 GeoTIFF (georeferencing, nodata, palette, tags) → the COG
     ``out`` with overviews by ``resampling`` (``mode``, using ``num_classes`` and the file's
     nodata, or ``average``). Temporary files sit beside ``out`` and are removed."""
@@ -133,7 +132,7 @@ def write_cog(full: str, out: str, resampling: str, block: int, num_classes: int
             previous = level
         _write_vrt(full, levels, vrt)
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-            rio_copy(vrt, out, driver="COG", COMPRESS=compress, PREDICTOR="NO", BLOCKSIZE=block,
+            rio_copy(vrt, out, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=block,
                      OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE", BIGTIFF="IF_SAFER",
                      NUM_THREADS="ALL_CPUS")
     finally:

@@ -32,7 +32,7 @@ from common.cli import exit_now, setup_logging
 from common.patching import patchify
 from common.plan import plan_blocks
 from common.synthetic import write_scene
-from model.card import load_card
+from model.card import ModelCard, load_card
 from model.free import write_free_model
 from model.loading import resolve_precision
 from model.predictor import Predictor
@@ -197,26 +197,41 @@ def _pipeline_child(cmd: list[str]) -> dict[str, Any] | None:
 FREE_MODEL_ROLES = {"class0": "hazard", "class1": "safe", "class2": "caution", "class3": "safe", "class4": "hazard"}
 
 
-def _landing_memory(a: argparse.Namespace) -> int:
-    """``--landing_memory``: what ``--landing`` adds to the pipeline's peak RSS. The same pipeline
-    run twice on the generated scene, without and with ``--landing``, with model/free.py's model
-    (a 1x1 convolution: the model costs nothing, its mask is a noisy binning of the scene) at the
-    default model's patch and halo, in float32."""
+def _pipeline_cmd(a: argparse.Namespace, tile: str, out: str, model_dir: str, precision: str,
+                  *extra: str) -> list[str]:
+    """The command that runs the pipeline once in a fresh process (``_child``)."""
+    return [sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out,
+            "--model", model_dir, "--precision", precision, "--batch_size", str(a.batch_size),
+            "--patches_per_block", str(a.patches_per_block), *extra]
+
+
+def _free_model_scene(a: argparse.Namespace, patch_size: int | None = None,
+                      halo: int | None = None) -> tuple[str, str, ModelCard]:
+    """The generated scene and model/free.py's model, at the default model's patch and halo
+    unless given: (tile, model folder, card)."""
     os.makedirs(a.workdir, exist_ok=True)
     tile = os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}.tif")
     _scene(tile, a.size, a.seed)
     model_dir = os.path.join(a.workdir, "free-model")
     default = load_card(DEFAULT_MODEL)
-    write_free_model(model_dir, patch_size=default.patch_size, halo=default.halo, size_multiple=default.size_multiple,
-                     name="free", landing_roles=FREE_MODEL_ROLES)
+    card = write_free_model(model_dir, patch_size=patch_size or default.patch_size,
+                            halo=default.halo if halo is None else halo, size_multiple=default.size_multiple,
+                            name="free", landing_roles=FREE_MODEL_ROLES)
+    return tile, model_dir, card
+
+
+def _landing_memory(a: argparse.Namespace) -> int:
+    """``--landing_memory``: what ``--landing`` adds to the pipeline's peak RSS. The same pipeline
+    run twice on the generated scene, without and with ``--landing``, with model/free.py's model
+    (a 1x1 convolution: the model costs nothing, its mask is a noisy binning of the scene) at the
+    default model's patch and halo, in float32."""
+    tile, model_dir, _ = _free_model_scene(a)
     out = os.path.join(a.workdir, f"run-{a.size}-free")
     peaks = {}
     for landing in (None, a.landing):
         subprocess.run(["rm", "-rf", out], check=True)
-        cmd = [sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out, "--model",
-               model_dir, "--precision", "float32", "--batch_size", str(a.batch_size),
-               "--patches_per_block", str(a.patches_per_block)] + (["--landing", landing] if landing else [])
-        result = _pipeline_child(cmd)
+        result = _pipeline_child(_pipeline_cmd(a, tile, out, model_dir, "float32",
+                                               *(["--landing", landing] if landing else [])))
         if result is None:
             return 1
         peaks["with" if landing else "without"] = (result["peak_rss_mb"], result["seconds"])
@@ -238,21 +253,12 @@ def _free_model(a: argparse.Namespace) -> int:
 
     from pipelines.io_floor import io_floor
 
-    os.makedirs(a.workdir, exist_ok=True)
-    tile = os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}.tif")
-    _scene(tile, a.size, a.seed)
-    model_dir = os.path.join(a.workdir, "free-model")
-    default = load_card(DEFAULT_MODEL)
-    card = write_free_model(model_dir, patch_size=a.patch_size or default.patch_size,
-                            halo=default.halo if a.halo is None else a.halo, size_multiple=default.size_multiple,
-                            name="free", landing_roles=FREE_MODEL_ROLES)
+    tile, model_dir, card = _free_model_scene(a, a.patch_size, a.halo)
     floor_mask = os.path.join(a.workdir, f"floor-{a.size}.tif")
     floors = [io_floor(tile, floor_mask, card.num_classes)]
     out = os.path.join(a.workdir, f"run-{a.size}-free")
     subprocess.run(["rm", "-rf", out], check=True)
-    result = _pipeline_child([sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out,
-                              "--model", model_dir, "--precision", "float32", "--batch_size", str(a.batch_size),
-                              "--patches_per_block", str(a.patches_per_block)])
+    result = _pipeline_child(_pipeline_cmd(a, tile, out, model_dir, "float32"))
     if result is None:
         return 1
     floors.append(io_floor(tile, floor_mask, card.num_classes))
@@ -364,12 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     # (2)-(4): the pipeline, alone in a child process.
     out = os.path.join(a.workdir, f"run-{a.size}")
     subprocess.run(["rm", "-rf", out], check=True)
-    cmd = [sys.executable, "-m", "pipelines.bench", "_pipeline", "--input", tile, "--output", out,
-           "--model", a.model, "--precision", precision, "--batch_size", str(a.batch_size),
-           "--patch_size", str(patch), "--halo", str(halo), "--patches_per_block", str(a.patches_per_block)]
-    if a.landing:
-        cmd += ["--landing", a.landing]
-    result = _pipeline_child(cmd)
+    result = _pipeline_child(_pipeline_cmd(a, tile, out, a.model, precision, "--patch_size", str(patch),
+                                           "--halo", str(halo), *(["--landing", a.landing] if a.landing else [])))
     if result is None:
         return 1
     pipeline_mpix_s = a.size * a.size / result["seconds"] / 1e6
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     from rasterio.windows import Window
 
     # At least 3 patch cores across, so seams cross the crop both ways (larger patches, larger crop).
-    crop = min(max(AGREEMENT_CROP, -(-3 * (patch - 2 * halo) // 64) * 64), a.size)
+    crop = min(max(AGREEMENT_CROP, 3 * (patch - 2 * halo)), a.size)
     with rasterio.open(tile) as src:
         image = np.moveaxis(src.read(window=Window(0, 0, crop, crop)), 0, -1)
     agreement = None
