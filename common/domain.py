@@ -116,25 +116,71 @@ def block_input_sums(raw: np.ndarray, valid: np.ndarray, first_row: int, tile_he
     """Sums over a block core's sampled rows (tile rows that are multiples of STRIDE, so every
     block samples the same rows however the tile is cut). ``raw`` (h, w, C) and ``valid`` (h, w)
     cover the core, whose first row is tile row ``first_row``; model input units are
-    ``(raw - offset) / divisor`` (the radiometry mapping, transforms/radiometry.py)."""
+    ``(raw - offset) / divisor`` (the radiometry mapping, transforms/radiometry.py).
+
+    This runs on every block of every tile, so it avoids float copies of the block: integer
+    bands are summed exactly from their histograms, and the luminance (a float) is computed only
+    for rows in the tile's top and bottom thirds, the only ones its sums use."""
     start = (-first_row) % STRIDE
-    x = (raw[start::STRIDE].astype(np.float64) - offset) / divisor  # (r, w, C)
-    ok = valid[start::STRIDE]
+    sampled, ok = raw[start::STRIDE], valid[start::STRIDE]
     channels = raw.shape[-1]
-    if not ok.any():
+    everywhere = bool(ok.all())
+    if not everywhere and not ok.any():
         return InputSums(0, (0.0,) * channels, (0.0,) * channels)
-    luma = x @ LUMA if channels == 3 else x.mean(axis=-1)  # (r, w)
+    n, band_sum, band_sumsq = _band_sums(sampled, None if everywhere else ok, divisor, offset)
+    rows = first_row + start + STRIDE * np.arange(sampled.shape[0])
+    top, bottom = rows < tile_height / 3, rows >= 2 * tile_height / 3
+    return InputSums(n, band_sum, band_sumsq,
+                     _luma_sums(sampled[top], None if everywhere else ok[top], divisor, offset),
+                     _luma_sums(sampled[bottom], None if everywhere else ok[bottom], divisor, offset))
+
+
+def _band_sums(x: np.ndarray, ok: np.ndarray | None, divisor: float,
+               offset: float) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """Count, per-band sum and sum of squares of the valid pixels of (r, w, C) ``x`` (``ok``
+    None: all valid), in model input units."""
+    channels = x.shape[-1]
+    if x.dtype.kind in "ui" and x.dtype.itemsize <= 2:
+        sums, sumsqs = [], []
+        n = 0
+        for c in range(channels):
+            band = x[..., c]
+            values = (band.ravel() if ok is None else band[ok]).astype(np.intp)
+            if x.dtype.kind == "i":
+                values -= int(np.iinfo(x.dtype).min)  # bincount wants non-negative values
+            hist = np.bincount(values)
+            level = np.arange(len(hist), dtype=np.float64) + (int(np.iinfo(x.dtype).min) if x.dtype.kind == "i" else 0)
+            n = int(hist.sum())
+            # Exact in float64 as long as the totals stay below 2**53 (a block's sample of 16-bit
+            # values: at most ~1e6 pixels x 4.3e9).
+            s, q = float(hist @ level), float(hist @ (level * level))
+            sums.append((s - n * offset) / divisor)
+            sumsqs.append((q - 2 * offset * s + n * offset * offset) / (divisor * divisor))
+        return n, tuple(sums), tuple(sumsqs)
+    v = (x.reshape(-1, channels) if ok is None else x[ok]).astype(np.float64)
+    v -= offset
+    v /= divisor
+    return len(v), tuple(float(s) for s in v.sum(axis=0)), tuple(float(s) for s in np.einsum("ij,ij->j", v, v))
+
+
+def _luma_sums(x: np.ndarray, ok: np.ndarray | None, divisor: float,
+               offset: float) -> tuple[float, float, float, float]:
+    """Luminance sum and count, and the sum and count of absolute luminance steps between
+    horizontal neighbours, over the valid pixels of (r, w, C) ``x`` (model input units)."""
+    if x.size == 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    pixels = x.astype(np.float32)
+    weights = LUMA.astype(np.float32) if x.shape[-1] == 3 else np.full(x.shape[-1], 1.0 / x.shape[-1], np.float32)
+    luma = pixels @ weights  # (r, w); the weights sum to 1, so the mapping can follow
+    luma -= offset
+    luma /= divisor
     steps = np.abs(np.diff(luma, axis=1))
+    if ok is None:
+        return (float(luma.sum(dtype=np.float64)), float(luma.size), float(steps.sum(dtype=np.float64)),
+                float(steps.size))
     step_ok = ok[:, 1:] & ok[:, :-1]
-    rows = first_row + start + STRIDE * np.arange(x.shape[0])
-
-    def third(which: np.ndarray) -> tuple[float, float, float, float]:
-        return (float(luma[which][ok[which]].sum()), float(ok[which].sum()),
-                float(steps[which][step_ok[which]].sum()), float(step_ok[which].sum()))
-
-    v = x[ok]
-    return InputSums(len(v), tuple(float(s) for s in v.sum(axis=0)), tuple(float(s) for s in (v * v).sum(axis=0)),
-                     third(rows < tile_height / 3), third(rows >= 2 * tile_height / 3))
+    return (float(luma[ok].sum(dtype=np.float64)), float(ok.sum()), float(steps[step_ok].sum(dtype=np.float64)),
+            float(step_ok.sum()))
 
 
 def input_distance(sums: InputSums, input_stats: dict[str, Any]) -> float | None:

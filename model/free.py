@@ -1,7 +1,11 @@
 """A model that costs nothing to run: one 1x1 convolution whose labels are known in closed form.
 
 With x the mean of the normalised input bands scaled to [0, K-1], the logit of class k is
-``2kx - k^2``, so the label is round(x). It is a real ``.keras`` file (safe-mode loadable) with a
+``2kx - k^2``, so the label is round(x). Every band weighs the same in every class's logit, so
+the convolution's C x K kernel has rank 1 and is stored as its two factors, two per-pixel linear
+layers (C → 1, then 1 → K): the same logits, but XLA's CPU code runs them ~4x faster than one
+C → K contraction (0.094 s against 0.42 s per 16 patches of 768², labels head included), and a
+benchmark of everything around the model should not time a slow kernel. It is a real ``.keras`` file (safe-mode loadable) with a
 real card, so benchmarks can measure everything around the model (reads, stitching, writing,
 landing zones) with the model's own cost taken out, and tests can predict every label. With one
 band and a divisor of K - 1 it returns its input: the identity model.
@@ -38,12 +42,12 @@ def write_free_model(
 
     c = len(bands)
     inputs = keras.Input((None, None, c))
-    conv = keras.layers.Conv2D(num_classes, 1, name="bins")
-    model = keras.Model(inputs, conv(inputs))
+    mean = keras.layers.Dense(1, use_bias=False, name="band_mean")
+    bins = keras.layers.Dense(num_classes, name="bins")
+    model = keras.Model(inputs, bins(mean(inputs)))
     k = np.arange(num_classes, dtype=np.float32)
-    scale = (num_classes - 1) / c  # mean over bands, scaled to [0, K-1]
-    kernel = np.tile((2 * k * scale)[None, :], (c, 1)).reshape(1, 1, c, num_classes)
-    conv.set_weights([kernel.astype(np.float32), (-k * k).astype(np.float32)])
+    mean.set_weights([np.full((c, 1), (num_classes - 1) / c, np.float32)])  # mean over bands, scaled to [0, K-1]
+    bins.set_weights([(2 * k)[None, :].astype(np.float32), (-k * k).astype(np.float32)])
     os.makedirs(model_dir, exist_ok=True)
     model.save(os.path.join(model_dir, "model.keras"))
     card = ModelCard(

@@ -20,6 +20,59 @@ from model.card import ModelCard
 from model.loading import LoadedModel, compile_with_xla, load_model
 
 
+def _label_head(ops: Any, out: Any, kind: str, logits: bool, hazard: tuple[int, ...], planes: bool) -> Any:
+    """(N, H, W, K) model output → (N, H, W) uint8 labels (``labels``), or (N, H, W, 2|3) uint8
+    labels, the chosen class's probability and, with ``hazard``, the hazard classes' summed
+    probability, both in 255ths (``labels_confidence``).
+
+    With ``planes`` (graphs XLA compiles) the head works on one (N, H, W) plane per class: XLA's
+    CPU code fuses plane-wise maximum, select, exp and sum into one vectorised loop, where softmax,
+    argmax and max over a short last axis ran ~5x slower (batches of 768² after a 1x1 convolution:
+    24 → 126 MPix/s). A tie goes to the first class, as argmax does.
+    """
+    if not planes:
+        labels = ops.cast(ops.argmax(out, axis=-1), "uint8")
+        if kind == "labels":
+            return labels
+        probs = ops.cast(ops.softmax(out, axis=-1) if logits else out, "float32")
+        outputs = [labels, _to_255ths(ops, ops.max(probs, axis=-1))]
+        if hazard:
+            weights = np.zeros(out.shape[-1], np.float32)
+            weights[list(hazard)] = 1.0
+            outputs.append(_to_255ths(ops, ops.minimum(ops.sum(probs * ops.convert_to_tensor(weights), axis=-1), 1.0)))
+        return ops.stack(outputs, axis=-1)
+    values = ops.unstack(ops.cast(out, "float32"), axis=-1)
+    top, index = values[0], ops.zeros_like(values[0])
+    for k, plane in enumerate(values[1:], start=1):
+        index = ops.where(plane > top, float(k), index)
+        top = ops.maximum(top, plane)
+    labels = ops.cast(index, "uint8")
+    if kind == "labels":
+        return labels
+    if logits:  # softmax's largest probability is 1 / sum_k exp(l_k - l_max)
+        shares = [ops.exp(plane - top) for plane in values]
+        total = _sum(shares)
+        outputs = [labels, _to_255ths(ops, 1.0 / total)]
+    else:
+        shares, total = values, None
+        outputs = [labels, _to_255ths(ops, top)]
+    if hazard:  # the summed probability of the landing hazard classes (model/landing.py)
+        summed = _sum([shares[k] for k in hazard])
+        outputs.append(_to_255ths(ops, ops.minimum(summed if total is None else summed / total, 1.0)))
+    return ops.stack(outputs, axis=-1)
+
+
+def _sum(planes: list[Any]) -> Any:
+    total = planes[0]
+    for plane in planes[1:]:
+        total = total + plane
+    return total
+
+
+def _to_255ths(ops: Any, probability: Any) -> Any:
+    return ops.cast(ops.round(probability * 255.0), "uint8")
+
+
 class Predictor:
     def __init__(self, loaded: LoadedModel) -> None:
         self.card = loaded.card
@@ -67,25 +120,13 @@ class Predictor:
             x = standardise((ops.cast(pixels, "float32") - offset) * inv, norm.mean, norm.std)
             inputs = [pixels, scale]
         out = self.model(x)
-        if kind == "labels":
-            result = ops.cast(ops.argmax(out, axis=-1), "uint8")
-        elif kind == "labels_confidence":
-            probs = ops.softmax(out, axis=-1) if self.card.output == "logits" else out
-            labels = ops.cast(ops.argmax(out, axis=-1), "uint8")
-            probs = ops.cast(probs, "float32")
-            confidence = ops.cast(ops.round(ops.max(probs, axis=-1) * 255.0), "uint8")
-            outputs: list[Any] = [labels, confidence]
-            if hazard:
-                # The summed probability of the landing hazard classes (model/landing.py), 255ths.
-                weights = np.zeros(self.card.num_classes, np.float32)
-                weights[list(hazard)] = 1.0
-                summed = ops.minimum(ops.sum(probs * ops.convert_to_tensor(weights), axis=-1), 1.0)
-                outputs.append(ops.cast(ops.round(summed * 255.0), "uint8"))
-            result = ops.stack(outputs, axis=-1)
-        else:
+        xla = compile_with_xla(self.precision)
+        if kind == "scores":
             result = ops.cast(ops.softmax(out, axis=-1) if self.card.output == "logits" else out, "float32")
+        else:
+            result = _label_head(ops, out, kind, self.card.output == "logits", hazard, planes=xla)
         graph = keras.Model(inputs, result, name=f"{kind}_graph")
-        graph.jit_compile = compile_with_xla(self.precision)
+        graph.jit_compile = xla
         graph.make_predict_function()  # built here, under the lock, not lazily by the first caller
         return graph
 

@@ -69,3 +69,42 @@ def test_the_verdict_names_every_failed_signal_and_is_unknown_without_thresholds
     assert judge(0.9, 1.0, 0.0, THRESHOLDS).in_domain is True
     assert check_domain(sums, 0.9, STATS, {}).in_domain is None  # a card without thresholds never says "yes"
     assert judge(None, 1.0, 0.0, THRESHOLDS).in_domain is None  # a signal missing: unknown, not in domain
+
+
+def _reference_sums(raw: np.ndarray, valid: np.ndarray, first_row: int, tile_height: int, divisor: float,
+                    offset: float) -> InputSums:
+    """The definition, written plainly in float64 (the module computes it without float copies)."""
+    start = (-first_row) % STRIDE
+    x = (raw[start::STRIDE].astype(np.float64) - offset) / divisor
+    ok = valid[start::STRIDE]
+    luma = x @ np.array([0.299, 0.587, 0.114]) if x.shape[-1] == 3 else x.mean(axis=-1)
+    steps, step_ok = np.abs(np.diff(luma, axis=1)), ok[:, 1:] & ok[:, :-1]
+    rows = first_row + start + STRIDE * np.arange(x.shape[0])
+
+    def third(which: np.ndarray) -> tuple[float, float, float, float]:
+        return (luma[which][ok[which]].sum(), ok[which].sum(), steps[which][step_ok[which]].sum(), step_ok[which].sum())
+
+    v = x[ok]
+    return InputSums(len(v), tuple(v.sum(axis=0)), tuple((v * v).sum(axis=0)),
+                     third(rows < tile_height / 3), third(rows >= 2 * tile_height / 3))
+
+
+@pytest.mark.parametrize("dtype, divisor, offset, bands", [
+    (np.uint8, 255.0, 0.0, 3), (np.uint16, 4095.0, 60.0, 3), (np.int16, 2000.0, -300.0, 1),
+    (np.float32, 1.0, 0.0, 4), (np.uint16, 65535.0, 0.0, 2)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_block_sums_equal_the_plain_float64_definition(dtype: type, divisor: float, offset: float, bands: int,
+                                                       masked: bool) -> None:
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    lo, hi = (info.min, info.max) if info else (-0.5, 1.5)
+    raw = (rng.uniform(lo, hi, (203, 77, bands))).astype(dtype)
+    valid = rng.random((203, 77)) > 0.2 if masked else np.ones((203, 77), bool)
+    for first_row, height in ((0, 203), (13, 600), (450, 600)):  # a whole tile, a top block, a bottom block
+        got = block_input_sums(raw, valid, first_row, height, divisor, offset)
+        want = _reference_sums(raw, valid, first_row, height, divisor, offset)
+        assert got.n == want.n
+        np.testing.assert_allclose(got.band_sum, want.band_sum, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got.band_sumsq, want.band_sumsq, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got.top, want.top, rtol=1e-5, atol=1e-6)  # luminance in float32
+        np.testing.assert_allclose(got.bottom, want.bottom, rtol=1e-5, atol=1e-6)
