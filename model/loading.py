@@ -10,6 +10,7 @@ file that would run arbitrary code (a Lambda layer, a custom object) is refused.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def check_model(model_dir: str, card: ModelCard) -> None:
     """Load the model once (safe mode) and check it against its card: input bands and classes.
     Raises ModelCardError saying what is wrong, so a bad model is a bad option, not a failed job."""
     loaded = load_model(model_dir, "float32", card)
+    _checked.clear()
+    _checked.append((_local_key(model_dir, card), loaded.model))
     shape = tuple(loaded.model.input_shape)
     if shape[-1] != card.num_bands:
         raise ModelCardError(f"{model_dir}: the model takes {shape[-1]} input band(s) but its card lists "
@@ -152,6 +155,28 @@ def check_model(model_dir: str, card: ModelCard) -> None:
     out = tuple(loaded.model.output_shape)
     if out[-1] != card.num_classes:
         raise ModelCardError(f"{model_dir}: the model outputs {out[-1]} classes but its card lists {card.num_classes}")
+
+
+#: The model ``check_model`` loaded, for the next ``load_model`` of the same local file in this
+#: process (the pipeline checks the model before the job starts, then its first worker loads it:
+#: on the DirectRunner, the same process, and the second load cost ~1 s). Handed over once, never
+#: shared: whoever loads it next owns it.
+_checked: list[tuple[tuple[str, int, int, str], Any]] = []
+
+
+def _local_key(model_dir: str, card: ModelCard) -> tuple[str, int, int, str]:
+    if "://" in model_dir:
+        return ("", 0, 0, "")
+    path = os.path.abspath(os.path.join(model_dir, card.model_file))
+    stat = os.stat(path)
+    return (path, stat.st_mtime_ns, stat.st_size, json.dumps(card.to_json(), sort_keys=True))
+
+
+def _take_checked(model_dir: str, card: ModelCard) -> Any:
+    if not _checked:
+        return None
+    key, model = _checked.pop()
+    return model if key[0] and key == _local_key(model_dir, card) else None
 
 
 @dataclass
@@ -181,7 +206,7 @@ def load_model(model_dir: str, precision: str = "auto", card: ModelCard | None =
             model = _load_keras(local, path)
     else:
         path = os.path.join(model_dir, card.model_file)
-        model = _load_keras(path, path)
+        model = _take_checked(model_dir, card) or _load_keras(path, path)
     chosen = resolve_precision(precision, card)
     model = set_precision(model, chosen)
     log.info("loaded %s from %s at %s", card.model_id, path, chosen)

@@ -416,3 +416,20 @@ def test_a_raster_wholly_past_a_pole_is_refused() -> None:
     with pytest.raises(AreaError, match="wholly beyond"):
         pixel_area_model(CRS.from_epsg(4326), Affine(1.0, 0, 0, 0, -1.0, -91.0), 3, 3)
     assert pixel_area_model(CRS.from_epsg(4326), Affine(1.0, 0, 0, 0, -1.0, 91.0), 3, 1).kind == "geographic"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(0, 2 ** 32 - 1), st.booleans())
+def test_uint8_class_counts_equal_a_plain_histogram(h: int, w: int, k: int, seed: int, geographic: bool) -> None:
+    """uint8 labels of a few classes are counted class by class (common/areas.py): the same counts
+    and areas as a plain per-row histogram, with and without invalid pixels and varying rows."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, (h, w), dtype=np.uint8)
+    valid = rng.random((h, w)) > 0.3
+    rows = rng.uniform(0.1, 2.0, h) if geographic else np.full(h, 0.25)
+    counts, areas = class_areas_m2(labels, valid, k, rows)
+    per_row = np.array([[np.sum((labels[r] == c) & valid[r]) for c in range(k)] for r in range(h)])
+    np.testing.assert_array_equal(counts, per_row.sum(axis=0))
+    assert areas is not None
+    np.testing.assert_allclose(areas, rows @ per_row, rtol=1e-12)
+    assert class_areas_m2(labels, np.ones((h, w), bool), k, None)[0].tolist() == np.bincount(labels.ravel(), minlength=k).tolist()

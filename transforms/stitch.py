@@ -49,32 +49,37 @@ def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard,
     labels, (K, Hp, Wp, 2 or 3) uint8 labels, confidence and hazard probability (255ths), or
     (K, Hp, Wp, N) float scores (then ``hazard_classes`` say whose probabilities make the hazard)."""
     block = ctx.block
-    confidence: np.ndarray | None = None
+    valid = core_of_window(block, ctx.valid)
+    everywhere = bool(valid.all())
+    confidence_sum: float | None = None
     hazard: np.ndarray | None = None
     if outputs.ndim == 3:
         labels = stitch_labels(block, outputs)
     elif outputs.dtype == np.uint8 and outputs.shape[-1] in (2, 3):
         both = stitch_labels(block, outputs)
-        labels = both[..., 0]
-        confidence = both[..., 1].astype(np.float64) / 255.0
-        hazard = both[..., 2].copy() if outputs.shape[-1] == 3 else None
+        labels = np.ascontiguousarray(both[..., 0])
+        # Confidence in 255ths, summed as integers: exact, and no float copy of the block.
+        confidence = both[..., 1] if everywhere else np.where(valid, both[..., 1], np.uint8(0))
+        confidence_sum = int(confidence.sum(dtype=np.uint64)) / 255.0
+        hazard = np.ascontiguousarray(both[..., 2]) if outputs.shape[-1] == 3 else None
     else:
         blended = blend_scores(block, outputs)
         labels = np.argmax(blended, axis=-1).astype(np.uint8)
         total = blended.sum(axis=-1)
-        confidence = np.divide(blended.max(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+        share = np.divide(blended.max(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+        confidence_sum = float(share[valid].sum(dtype=np.float64))
         if hazard_classes:
             summed = blended[..., list(hazard_classes)].sum(axis=-1)
             share = np.divide(summed, total, out=np.zeros_like(total), where=total > 0)
             hazard = np.round(np.clip(share, 0.0, 1.0) * 255.0).astype(np.uint8)
-    valid = core_of_window(block, ctx.valid)
     core = block.core
     row_areas = ctx.tile.pixel_areas.row_areas_m2(core.row, core.row_stop, core.col, core.col_stop)
     counts, areas = class_areas_m2(labels, valid, card.num_classes, row_areas)
-    labels = np.where(valid, labels, np.uint8(card.mask_nodata)).astype(np.uint8)
-    if hazard is not None:
-        hazard = np.where(valid, hazard, np.uint8(255))  # unknown ground is a hazard
-    confidence_sum = None if confidence is None else float(confidence[valid].sum(dtype=np.float64))
+    labels = labels.astype(np.uint8, copy=False)
+    if not everywhere:
+        labels = np.where(valid, labels, np.uint8(card.mask_nodata))
+        if hazard is not None:
+            hazard = np.where(valid, hazard, np.uint8(255))  # unknown ground is a hazard
     return BlockCore(tile=ctx.tile, block=block, labels=labels, counts=counts, areas=areas,
                      confidence_sum=confidence_sum, inputs=ctx.inputs, hazard=hazard)
 
