@@ -30,7 +30,7 @@ import numpy as np
 from common import fileio
 from common.cli import exit_now, setup_logging
 from common.patching import patchify
-from common.plan import plan_blocks
+from common.plan import default_batch_size, default_patches_per_block, plan_blocks
 from common.synthetic import write_scene
 from model.card import ModelCard, load_card
 from model.free import write_free_model
@@ -205,6 +205,13 @@ def _pipeline_cmd(a: argparse.Namespace, tile: str, out: str, model_dir: str, pr
             "--patches_per_block", str(a.patches_per_block), *extra]
 
 
+def _resolve_blocks(a: argparse.Namespace, patch: int, halo: int) -> None:
+    """Batch size and patches per block as the pipeline chooses them when not given, so that the
+    bare loop and the pipeline run alike."""
+    a.batch_size = a.batch_size or default_batch_size(patch)
+    a.patches_per_block = a.patches_per_block or default_patches_per_block(patch, halo)
+
+
 def _free_model_scene(a: argparse.Namespace, patch_size: int | None = None,
                       halo: int | None = None) -> tuple[str, str, ModelCard]:
     """The generated scene and model/free.py's model, at the default model's patch and halo
@@ -225,7 +232,8 @@ def _landing_memory(a: argparse.Namespace) -> int:
     run twice on the generated scene, without and with ``--landing``, with model/free.py's model
     (a 1x1 convolution: the model costs nothing, its mask is a noisy binning of the scene) at the
     default model's patch and halo, in float32."""
-    tile, model_dir, _ = _free_model_scene(a)
+    tile, model_dir, card = _free_model_scene(a)
+    _resolve_blocks(a, card.patch_size, card.halo)
     out = os.path.join(a.workdir, f"run-{a.size}-free")
     peaks = {}
     for landing in (None, a.landing):
@@ -254,6 +262,7 @@ def _free_model(a: argparse.Namespace) -> int:
     from pipelines.io_floor import io_floor
 
     tile, model_dir, card = _free_model_scene(a, a.patch_size, a.halo)
+    _resolve_blocks(a, card.patch_size, card.halo)
     floor_mask = os.path.join(a.workdir, f"floor-{a.size}.tif")
     floors = [io_floor(tile, floor_mask, card.num_classes)]
     out = os.path.join(a.workdir, f"run-{a.size}-free")
@@ -323,10 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, required=True, help="edge of the generated square tile, pixels")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--batch_size", type=int, default=None, help="default: the pipeline's for the patch size")
     parser.add_argument("--patch_size", type=int, default=None)
     parser.add_argument("--halo", type=int, default=None)
-    parser.add_argument("--patches_per_block", type=int, default=4)
+    parser.add_argument("--patches_per_block", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--seconds", type=float, default=20.0, help="time spent on the bare-model loop (split before/after)")
     parser.add_argument("--workdir", default="bench-output")
     parser.add_argument("--seed", type=int, default=7)
@@ -354,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     card = load_card(a.model)
     patch = a.patch_size or card.patch_size
     halo = card.halo if a.halo is None else a.halo
+    _resolve_blocks(a, patch, halo)
     precision = resolve_precision(a.precision, card)
     os.makedirs(a.workdir, exist_ok=True)
     tile = os.path.join(a.workdir, f"scene-{a.size}-s{a.seed}.tif")

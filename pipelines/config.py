@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from common import fileio
+from common.plan import default_batch_size, default_patches_per_block
 from common.safepath import UnsafePathError, check_segment
 from model.card import ModelCard, ModelCardError, load_card
 from model.landing import LandingError, load_profile
@@ -48,13 +49,16 @@ class SegmentOptions(PipelineOptions):
         parser.add_argument("--output", default=None, help="output directory (local or gs://)")
         parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory: card.json + .keras file")
         parser.add_argument("--precision", default="auto", choices=PRECISIONS)
-        parser.add_argument("--batch_size", type=int, default=4, help="patches per model call")
+        parser.add_argument("--batch_size", type=int, default=None,
+                            help="patches per model call (default: ~2.4 MPix of patches, 4 of 768², 1 of 1280²; "
+                                 "on a GPU use more, e.g. 16)")
         parser.add_argument("--stitch", default="overlap", choices=("overlap", "blend"),
                             help="overlap: keep each patch's centre (exact); blend: weight class scores")
         parser.add_argument("--bands", default=None, help="1-based source bands in model band order, e.g. 3,2,1")
         parser.add_argument("--patch_size", type=int, default=None, help="largest patch (default: the model card's)")
         parser.add_argument("--halo", type=int, default=None, help="context kept around each patch core (default: card)")
-        parser.add_argument("--patches_per_block", type=int, default=4, help="patches per block edge (one read per block)")
+        parser.add_argument("--patches_per_block", type=int, default=None,
+                            help="patches per block edge, one read per block (default: blocks of ~2560² core pixels)")
         parser.add_argument("--overwrite", nargs="?", const=True, default=False, type=_flag,
                             help="redo tiles whose masks are already up to date (also --overwrite=true|false)")
         parser.add_argument("--max_tile_pixels", type=int, default=MAX_TILE_PIXELS,
@@ -166,9 +170,9 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         raise ConfigError(str(exc)) from None
     if o.max_tile_pixels < 1:
         raise ConfigError(f"--max_tile_pixels must be at least 1, not {o.max_tile_pixels}")
-    if o.batch_size < 1:
+    if o.batch_size is not None and o.batch_size < 1:
         raise ConfigError(f"--batch_size must be at least 1, not {o.batch_size}")
-    if o.patches_per_block < 1:
+    if o.patches_per_block is not None and o.patches_per_block < 1:
         raise ConfigError(f"--patches_per_block must be at least 1, not {o.patches_per_block}")
     if o.model_copies < 0:
         raise ConfigError(f"--model_copies must be 0 (one model per process) or more, not {o.model_copies}")
@@ -220,8 +224,9 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
     run_id = o.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     return SegmentConfig(
         input=pattern, output=output, model_dir=o.model, card=card, precision=o.precision,
-        batch_size=o.batch_size, stitch=o.stitch, bands=bands, patch_size=patch, halo=halo,
-        patches_per_block=o.patches_per_block, overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
+        batch_size=o.batch_size or default_batch_size(patch), stitch=o.stitch, bands=bands, patch_size=patch,
+        halo=halo, patches_per_block=o.patches_per_block or default_patches_per_block(patch, halo),
+        overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
         root=root, uris=tuple(uris), in_process=in_process, model_copies=o.model_copies, radiometry=o.radiometry,
         landing=landing,
     )
