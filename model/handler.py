@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from model import warmup
 from model.card import ModelCard
 from model.predictor import Predictor
 
@@ -57,9 +56,7 @@ class SegmentationModelHandler(ModelHandler[Patches, np.ndarray, Predictor]):
         self._hazard = tuple(hazard_classes)  # landing: their summed probability rides as a third channel
 
     def load_model(self) -> Predictor:
-        # A local run may have loaded and compiled it already, while the pipeline started.
-        warm = warmup.take(self._model_dir, self._precision, self._card)
-        return warm or Predictor.from_dir(self._model_dir, self._precision, self._card)
+        return Predictor.from_dir(self._model_dir, self._precision, self._card)
 
     def run_inference(self, batch: Sequence[Patches], model: Predictor,
                       inference_args: dict[str, Any] | None = None) -> Iterable[np.ndarray]:

@@ -130,13 +130,6 @@ class Predictor:
         graph.make_predict_function()  # built here, under the lock, not lazily by the first caller
         return graph
 
-    def warm(self, kind: str, dtype: np.dtype, shape: tuple[int, int, int, int], hazard: tuple[int, ...] = ()) -> None:
-        """Build the ``kind`` graph for raw ``dtype`` pixels and run it once on zeros of ``shape``
-        (N, H, W, C), so that its compilation for that shape is done (model/warmup.py)."""
-        graph = self._graph(kind, np.dtype(dtype).name, tuple(hazard))
-        scale = np.tile(np.array([1.0, 0.0], np.float32), (shape[0], 1))
-        graph.predict_on_batch([np.zeros(shape, dtype), scale])
-
     def _run(self, kind: str, patches: np.ndarray, batch_size: int, divisor: float | None,
              offset: float = 0.0, hazard: tuple[int, ...] = ()) -> np.ndarray:
         if patches.ndim != 4:

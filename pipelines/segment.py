@@ -22,10 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from common import fileio
 from common.cli import exit_now, setup_logging
-from common.plan import plan_blocks
-from model import warmup
 from model.handler import SegmentationModelHandler
-from model.warmup import WarmShape
 from pipelines.config import ConfigError, SegmentConfig, SegmentOptions, build_config, unknown_options
 from transforms import coders
 from transforms.failures import FAILED, now_utc, printable
@@ -167,10 +164,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     log.info("run %s: %s, model %s (precision %s), patch %d halo %d, %s stitching",
              config.run_id, f"{len(config.uris)} input file(s)" if config.uris else config.input,
              config.card.model_id, config.precision, config.patch_size, config.halo, config.stitch)
-    if local and config.in_process:
-        first = first_model_call(config)
-        if first is not None:
-            warmup.start(config.model_dir, config.precision, config.card, first)
     fileio.makedirs(config.output)
     clean_leftovers(config.layout)
     claim_staging(config.layout, this_process=local)
@@ -199,34 +192,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     summary = read_summary(config)
     log.info(summary.line())
     return summary
-
-
-#: Headers read to guess the first model call (the smallest of them is what SmallestFirst takes).
-WARM_HEADERS = 32
-
-
-def first_model_call(config: SegmentConfig) -> WarmShape | None:
-    """What the run's first model call will most likely be: the first block of the smallest of the
-    first ``WARM_HEADERS`` local inputs (model/warmup.py). None when there is no good guess."""
-    smallest: tuple[int, int, int, str] | None = None
-    for uri in config.uris[:WARM_HEADERS]:
-        try:
-            with fileio.open_raster(uri) as src:
-                band = (config.bands or (1,))[0]
-                size = (src.height * src.width, src.height, src.width, src.dtypes[band - 1])
-        except Exception:  # noqa: BLE001 - a bad file is DiscoverTiles' to report
-            continue
-        if smallest is None or size[0] < smallest[0]:
-            smallest = size
-    if smallest is None:
-        return None
-    _, height, width, dtype = smallest
-    a = config.plan_args
-    block = plan_blocks(height, width, a.patch_size, a.halo, a.multiple, a.patches_per_block)[0]
-    shape = (min(config.batch_size, len(block.patches)), block.patch_shape[0], block.patch_shape[1],
-             config.card.num_bands)
-    hazard = () if config.landing is None else tuple(config.landing.hazard_classes)
-    return WarmShape("scores" if config.stitch == "blend" else "labels_confidence", dtype, shape, hazard)
 
 
 def _remove_if_empty(uri: str) -> None:
