@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import resource
 import subprocess
@@ -121,7 +122,7 @@ def _child(args: list[str]) -> int:
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "written": summary.tiles_written,
                       "failures": summary.failures}))
-    return 0 if summary.tiles_written == 1 else 1
+    return 0 if summary.tiles_written >= 1 and not summary.failures else 1
 
 
 def _zones_child(args: list[str]) -> int:
@@ -296,6 +297,65 @@ def _free_model(a: argparse.Namespace) -> int:
     return 0
 
 
+def _many_tiles(a: argparse.Namespace) -> int:
+    """``--free_model --tiles N``: N tiles of ``--size``² (links to one generated scene) through the
+    pipeline with model/free.py's model: in one process, then with ``--workers W`` processes
+    (Beam's multi-process DirectRunner), and, when N is a square, one tile of the same pixels
+    (``sqrt(N) * size`` a side): the difference is what each tile costs beyond its pixels."""
+    tile, model_dir, card = _free_model_scene(a, a.patch_size, a.halo)
+    _resolve_blocks(a, card.patch_size, card.halo)
+    folder = os.path.join(a.workdir, f"tiles-{a.tiles}x{a.size}")
+    os.makedirs(folder, exist_ok=True)
+    for i in range(a.tiles):
+        name = os.path.join(folder, f"t{i:05d}.tif")
+        if not os.path.exists(name):
+            os.link(tile, name)
+    out = os.path.join(a.workdir, f"run-{a.tiles}x{a.size}")
+    runs: dict[str, float] = {}
+    modes: list[tuple[str, list[str]]] = [("one process", [])]
+    if a.workers > 1:
+        modes.append((f"{a.workers} processes", ["--direct_num_workers", str(a.workers),
+                                                 "--direct_running_mode", "multi_processing"]))
+    peak = {}
+    for label, extra in modes:
+        subprocess.run(["rm", "-rf", out], check=True)
+        result = _pipeline_child(_pipeline_cmd(a, folder, out, model_dir, "float32", *extra))
+        if result is None:
+            return 1
+        runs[label], peak[label] = result["seconds"], result["peak_rss_mb"]
+    side = math.isqrt(a.tiles)
+    one_tile_s = None
+    if side * side == a.tiles and side > 1:
+        a_big = argparse.Namespace(**{**vars(a), "size": a.size * side})
+        big, _, _ = _free_model_scene(a_big, a.patch_size, a.halo)
+        subprocess.run(["rm", "-rf", out], check=True)
+        result = _pipeline_child(_pipeline_cmd(a, big, out, model_dir, "float32"))
+        if result is None:
+            return 1
+        one_tile_s = result["seconds"]
+    single = runs["one process"]
+    pixels = a.tiles * a.size * a.size
+    print(f"{a.tiles} tiles of {a.size}x{a.size}, free model (1x1 convolution), patch {card.patch_size}, "
+          f"halo {card.halo}, batch {a.batch_size}")
+    for label, seconds in runs.items():
+        print(f"{label}: {seconds:.1f} s, {a.tiles / seconds:.2f} tiles/s, {pixels / seconds / 1e6:.1f} MPix/s, "
+              f"peak RSS {peak[label]:.0f} MB (of the launching process)")
+    summary: dict[str, Any] = {"tiles": a.tiles, "size": a.size, "seconds": {k: round(v, 2) for k, v in runs.items()},
+                               "tiles_per_s": round(a.tiles / single, 3), "batch_size": a.batch_size,
+                               "patch": card.patch_size, "halo": card.halo}
+    if len(runs) > 1:
+        speedup = single / runs[modes[1][0]]
+        print(f"{modes[1][0]} against one: {speedup:.2f}x")
+        summary["multi_process_speedup"] = round(speedup, 3)
+    if one_tile_s is not None:
+        overhead = (single - one_tile_s) / a.tiles
+        print(f"one {a.size * side}x{a.size * side} tile of the same pixels: {one_tile_s:.1f} s; each of the "
+              f"{a.tiles} tiles costs {overhead:.3f} s beyond its pixels")
+        summary.update(one_tile_s=round(one_tile_s, 2), per_tile_overhead_s=round(overhead, 4))
+    print(json.dumps(summary))
+    return 0
+
+
 def _landing_only(a: argparse.Namespace) -> int:
     """``--landing_only``: the landing stage's cost and memory on the scene's truth labels."""
     os.makedirs(a.workdir, exist_ok=True)
@@ -345,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --landing: time only the zone mapper, on the generated scene's truth labels")
     parser.add_argument("--free_model", action="store_true",
                         help="the pipeline with a model that costs nothing (model/free.py) against the I/O floor")
+    parser.add_argument("--tiles", type=int, default=1,
+                        help="with --free_model: this many tiles of --size (see --workers); a square number also "
+                             "runs one tile of the same pixels, for the per-tile overhead")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --tiles: also run Beam's multi-process DirectRunner with this many processes")
     parser.add_argument("--landing_memory", action="store_true",
                         help="with --landing: peak RSS of the pipeline without and with --landing (model/free.py's model)")
     a = parser.parse_args(argv)
@@ -353,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.landing:
             parser.error("--landing_only needs --landing PROFILE")
         return _landing_only(a)
+    if a.free_model and a.tiles > 1:
+        return _many_tiles(a)
     if a.free_model:
         return _free_model(a)
     if a.landing_memory:
