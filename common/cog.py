@@ -31,8 +31,9 @@ import numpy as np
 #: 1.85 MB at 5, 0.32 s / 2.29 MB at 4; a noisy 16384² mask 8.1 s / 25.7 MB at 6, 3.1 s / 26.9 MB
 #: at 5. (ZSTD 1 would be faster still, 0.11 s / 1.72 MB, but not every COG reader decodes it.)
 DEFLATE_LEVEL = 5
-#: Rows per strip when computing an overview level (even, so strips map to whole output rows).
-STRIP_ROWS = 2048
+#: Rows per strip when computing an overview level (even, so strips map to whole output rows). 1024
+#: rather than 2048: the peak RSS of a 16384² free-model run fell 1431 → 1369 MB, at no cost in time.
+STRIP_ROWS = 1024
 #: Above this many labels (nodata included) the lookup table would exceed 65536 entries.
 MAX_TABLE_LABELS = 16
 

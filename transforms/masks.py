@@ -39,6 +39,7 @@ import numpy as np
 from common import fileio
 from common.cog import write_cog
 from common.domain import InputSums, check_domain
+from common.memory import release_free_memory
 from common.plan import BlockSpec
 from common.safepath import check_relative, check_segment
 from common.windows import Window
@@ -368,6 +369,9 @@ class TileFinisher:
                                            self._hazard))
             return mask_tags(self._card, made[0])
 
+        # The blocks' buffers were freed into the arenas of the threads that read and stitched them;
+        # hand them back first, or the writer's own buffers (GDAL's threads) come on top of them.
+        release_free_memory()
         with fileio.local_scratch() as tmpdir:
             local = fileio.join(tmpdir, "mask.tif")
             hazard_local = None if self._hazard is None else fileio.join(tmpdir, "hazard.tif")
