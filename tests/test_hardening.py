@@ -11,12 +11,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from common.safepath import UnsafePathError, check_relative, check_segment
 from model.card import ModelCardError, load_card
@@ -133,6 +138,18 @@ def test_stats_of_skipped_tiles_come_again_from_their_masks(tmp_path: Path, mode
 # --- every step safe to run twice ------------------------------------------------------------
 
 
+def _bundle(fn: Any, *elements: object) -> list[object]:
+    """The outputs of one bundle of ``elements`` through a set-up DoFn, as Beam runs it: masks are
+    written on the DoFn's writer thread and every one is out by the end of the bundle."""
+    fn.start_bundle()
+    outs = [o for e in elements for o in fn.process(e, window=GlobalWindow(), timestamp=MIN_TIMESTAMP)]
+    for o in fn.finish_bundle():
+        if isinstance(o, beam.pvalue.TaggedOutput) and isinstance(o.value, WindowedValue):
+            o = beam.pvalue.TaggedOutput(o.tag, o.value.value)
+        outs.append(o.value if isinstance(o, WindowedValue) else o)
+    return outs
+
+
 def _tile_cores(tmp_path: Path, model_dir: str, run_id: str = "r1") -> tuple[StageCoreFn, OutputLayout, list[object]]:
     """A 40x150 tile cut into 3 blocks, stitched with constant labels; the staging DoFn, set up."""
     card = load_card(model_dir)
@@ -151,17 +168,25 @@ def _tile_cores(tmp_path: Path, model_dir: str, run_id: str = "r1") -> tuple[Sta
 def test_the_last_block_publishes_the_tile_and_a_retry_sends_the_same_result(tmp_path: Path, model_dir: str) -> None:
     fn, layout, cores = _tile_cores(tmp_path, model_dir)
     assert len(cores) == 3
-    assert list(fn.process(cores[0])) == [] and list(fn.process(cores[1])) == []  # not complete yet
-    (first,) = list(fn.process(cores[2]))
+    assert list(_bundle(fn, cores[0])) == [] and list(_bundle(fn, cores[1])) == []  # not complete yet
+    (first,) = list(_bundle(fn, cores[2]))
     assert isinstance(first, TileResult) and first.counts[2] == 40 * 150 and sum(first.counts) == 40 * 150
     mask = Path(layout.mask_uri("tile"))
     stamp = (mask.stat().st_mtime_ns, mask.read_bytes())
     assert first.mask_bytes == len(stamp[1])
     # Retried bundles: any block of the published tile arrives again.
     for core in cores:
-        assert list(fn.process(core)) == [first]
+        assert list(_bundle(fn, core)) == [first]
     assert (mask.stat().st_mtime_ns, mask.read_bytes()) == stamp, "not written again"
     assert sorted(os.listdir(layout.staging_dir("tile"))) == ["result.json"], "cores removed after publish"
+
+
+def test_one_bundle_of_every_block_writes_the_mask_once_before_it_ends(tmp_path: Path, model_dir: str) -> None:
+    fn, layout, cores = _tile_cores(tmp_path, model_dir)
+    outs = _bundle(fn, *cores)  # the mask is written on the writer thread, and out by the bundle's end
+    assert len(outs) == 1 and isinstance(outs[0], TileResult) and outs[0].counts[2] == 40 * 150
+    with rasterio.open(layout.mask_uri("tile")) as mask:
+        assert (mask.read(1) == 2).all()
 
 
 def test_a_failure_after_publish_is_not_a_false_failure(tmp_path: Path, model_dir: str,
@@ -174,11 +199,11 @@ def test_a_failure_after_publish_is_not_a_false_failure(tmp_path: Path, model_di
         raise RuntimeError("worker lost after publish")
 
     monkeypatch.setattr(masks, "_remove_cores", lost)
-    outs = [o for core in cores for o in fn.process(core)]
+    outs = [o for core in cores for o in _bundle(fn, core)]
     assert len(outs) == 1 and isinstance(outs[0], TileResult), outs
     assert os.path.exists(layout.mask_uri("tile"))
     monkeypatch.undo()
-    assert list(fn.process(cores[0])) == outs
+    assert list(_bundle(fn, cores[0])) == outs
 
 
 def test_a_tile_with_a_failed_block_gets_one_failure_and_no_mask(tmp_path: Path, model_dir: str) -> None:
@@ -188,12 +213,12 @@ def test_a_tile_with_a_failed_block_gets_one_failure_and_no_mask(tmp_path: Path,
     failing.setup()
     bad = cores[1]
     record = failure_record(bad.tile.uri, bad.tile.tile_id, "read", OSError("short read"))
-    outs = [*fn.process(cores[0]), *failing.process(BlockFailure(bad.tile, bad.block, record)), *fn.process(cores[2])]
+    outs = [*_bundle(fn, cores[0]), *_bundle(failing, BlockFailure(bad.tile, bad.block, record)), *_bundle(fn, cores[2])]
     assert len(outs) == 1 and outs[0].tag == "failed"
     tile_id, row = outs[0].value
     assert tile_id == "tile" and row["stage"] == "read" and "short read" in row["message"]
     assert not os.path.exists(layout.mask_uri("tile"))
-    assert list(fn.process(cores[0]))[0].value == (tile_id, row), "a retry repeats the failure"
+    assert list(_bundle(fn, cores[0]))[0].value == (tile_id, row), "a retry repeats the failure"
 
 
 def test_two_workers_finishing_one_tile_at_once_both_report_it_done(tmp_path: Path, model_dir: str) -> None:
@@ -201,12 +226,12 @@ def test_two_workers_finishing_one_tile_at_once_both_report_it_done(tmp_path: Pa
 
     fn, layout, cores = _tile_cores(tmp_path, model_dir)
     outs: list[object] = []
-    list(fn.process(cores[0]))
+    list(_bundle(fn, cores[0]))
     barrier = threading.Barrier(2)
 
     def stage(core: object) -> None:
         barrier.wait()
-        outs.extend(fn.process(core))
+        outs.extend(_bundle(fn, core))
 
     threads = [threading.Thread(target=stage, args=(c,)) for c in cores[1:]]
     for t in threads:

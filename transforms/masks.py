@@ -29,12 +29,15 @@ import logging
 import operator
 import os
 import posixpath
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.utils.windowed_value import WindowedValue
 
 from common import fileio
 from common.cog import write_cog
@@ -281,7 +284,8 @@ class TileFinisher:
     """Called after each block of a tile is staged: finishes the tile once all its blocks are in.
 
     Returns what the block's DoFn emits: nothing (the tile is not complete), the tile's
-    TileResult, or its failure on ``failed``.
+    TileResult or its failure on ``failed`` (already decided), or a ``Publish`` job whose result
+    is one of those (the mask still to be written).
     """
 
     def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
@@ -301,6 +305,9 @@ class TileFinisher:
         return self._precision
 
     def arrived(self, tile: TileSpec, tile_blocks: int) -> list[Any]:
+        """What the block's DoFn emits now (see the class docstring); a tile that is complete and
+        has no failed block comes back as a ``Publish`` job, to be run (``job()``) where the caller
+        likes: the decision is taken here, in block order, so only one block ever publishes a tile."""
         folder = self._layout.staging_dir(tile.tile_id)
         names = _names(folder)
         done = self._already_done(tile, folder, names)
@@ -312,17 +319,27 @@ class TileFinisher:
         failed = {n[: -len(FAIL_SUFFIX)] for n in names if n.endswith(FAIL_SUFFIX)} - cores
         if len(cores | failed) < tile_blocks:
             return []
-        try:
-            if failed:
+        if failed:
+            try:
                 return [self._fail(tile, folder, sorted(failed))]
-            return [self._publish(tile, folder, sorted(cores))]
+            except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
+                return [self._write_failed(tile, folder, exc)]
+        return [Publish(functools.partial(self._complete, tile, folder, sorted(cores)))]
+
+    def _complete(self, tile: TileSpec, folder: str, cores: list[str]) -> Any:
+        """Publish the tile's mask: its TileResult, or its failure on ``failed``."""
+        try:
+            return self._publish(tile, folder, cores)
         except Exception as exc:  # noqa: BLE001 - one tile's failure must not stop the others
-            # Another worker finishing the same tile at the same moment may have won the race.
-            done = self._already_done(tile, folder, _names(folder))
-            if done is not None:
-                return done
-            error = MaskWriteError(write_error_message(tile, self._layout.mask_uri(tile.tile_id), exc))
-            return [self._give_up(tile, folder, failure_record(tile.uri, tile.tile_id, "write", error))]
+            return self._write_failed(tile, folder, exc)
+
+    def _write_failed(self, tile: TileSpec, folder: str, exc: BaseException) -> Any:
+        # Another worker finishing the same tile at the same moment may have won the race.
+        done = self._already_done(tile, folder, _names(folder))
+        if done is not None:
+            return done[0]
+        error = MaskWriteError(write_error_message(tile, self._layout.mask_uri(tile.tile_id), exc))
+        return self._give_up(tile, folder, failure_record(tile.uri, tile.tile_id, "write", error))
 
     def _already_done(self, tile: TileSpec, folder: str, names: set[str]) -> list[Any] | None:
         if RESULT_NAME in names:
@@ -423,8 +440,25 @@ def _record_from_json(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "failed_at": dt.datetime.fromisoformat(data["failed_at"])}
 
 
+@dataclass(frozen=True)
+class Publish:
+    """A complete tile's mask to write: ``job()`` returns its TileResult (or failure)."""
+
+    job: Callable[[], Any]
+
+
 class _FinishingFn(beam.DoFn):
-    """Base of the two staging DoFns: stage the element, then let the TileFinisher look."""
+    """Base of the two staging DoFns: stage the element, then let the TileFinisher look.
+
+    A complete tile's mask is written on a thread of its own (one, so masks are written one at a
+    time and in order) while the DoFn goes on with the next blocks: with many tiles, the next
+    tile's inference overlaps this one's COG writing (measured on 16 tiles of 4096², free model:
+    see the README's throughput section). At most ``WRITES_AHEAD`` masks wait; every mask is
+    written before the bundle ends, so a retried bundle finds them as one clean run would.
+    """
+
+    #: Complete tiles that may wait for the writer thread before the DoFn waits for it.
+    WRITES_AHEAD = 2
 
     def __init__(self, card: ModelCard, layout: OutputLayout, settings: MaskSettings, precision: str,
                  hazard_classes: tuple[int, ...] | None = None) -> None:
@@ -440,21 +474,47 @@ class _FinishingFn(beam.DoFn):
 
     def setup(self) -> None:
         self._finisher = TileFinisher(self._card, self._layout, self._settings, self._precision, self._hazard)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tileseg-write")
 
-    def _finish(self, tile: TileSpec, tile_blocks: int) -> Iterator[Any]:
+    def teardown(self) -> None:
+        self._writer.shutdown(wait=True)
+
+    def start_bundle(self) -> None:
+        self._writing: deque[tuple[Future[Any], Any, Any]] = deque()
+
+    def _finish(self, tile: TileSpec, tile_blocks: int, window: Any, timestamp: Any) -> Iterator[Any]:
         for out in self._finisher.arrived(tile, tile_blocks):
-            if isinstance(out, TileResult):
-                self._tiles_written.inc()
-                self._pixels.inc(out.pixels)
+            if isinstance(out, Publish):
+                self._writing.append((self._writer.submit(out.job), window, timestamp))
             else:
-                self._tiles_failed.inc()
-            yield out
+                yield self._counted(out)
+        while self._writing and (len(self._writing) > self.WRITES_AHEAD or self._writing[0][0].done()):
+            yield self._counted(self._writing.popleft()[0].result())
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while self._writing:
+            future, window, timestamp = self._writing.popleft()
+            out = self._counted(future.result())
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))  # type: ignore[arg-type]
+            else:
+                yield WindowedValue(out, timestamp, [window])  # type: ignore[arg-type]  # as in transforms/read.py
+
+    def _counted(self, out: Any) -> Any:
+        """Counters are kept here, on the DoFn's thread (Beam's metrics are per thread)."""
+        if isinstance(out, TileResult):
+            self._tiles_written.inc()
+            self._pixels.inc(out.pixels)
+        else:
+            self._tiles_failed.inc()
+        return out
 
 
 class StageCoreFn(_FinishingFn):
     """BlockCore → staged; the tile's TileResult (or failure) when it was the tile's last block."""
 
-    def process(self, core: BlockCore) -> Iterator[Any]:
+    def process(self, core: BlockCore, window: Any = beam.DoFn.WindowParam,
+                timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
         try:
             stage_core(core, self._layout)
         except Exception as exc:  # noqa: BLE001 - becomes this block's failure
@@ -464,20 +524,21 @@ class StageCoreFn(_FinishingFn):
             except Exception:  # noqa: BLE001 - the staging itself is unusable: say so for the tile
                 yield beam.pvalue.TaggedOutput(FAILED, (core.tile.tile_id, record))
                 return
-        yield from self._finish(core.tile, core.block.tile_blocks)
+        yield from self._finish(core.tile, core.block.tile_blocks, window, timestamp)
 
 
 class StageFailureFn(_FinishingFn):
     """BlockFailure → staged; the tile's failure when it was the tile's last block."""
 
-    def process(self, failure: BlockFailure) -> Iterator[Any]:
+    def process(self, failure: BlockFailure, window: Any = beam.DoFn.WindowParam,
+                timestamp: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
         try:
             stage_failure(failure, self._layout)
         except Exception as exc:  # noqa: BLE001 - the staging itself is unusable: say so for the tile
             record = failure_record(failure.tile.uri, failure.tile.tile_id, "stage", exc)
             yield beam.pvalue.TaggedOutput(FAILED, (failure.tile.tile_id, record))
             return
-        yield from self._finish(failure.tile, failure.block.tile_blocks)
+        yield from self._finish(failure.tile, failure.block.tile_blocks, window, timestamp)
 
 
 class WriteMasks(beam.PTransform):
