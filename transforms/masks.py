@@ -518,7 +518,9 @@ class StageCoreFn(_FinishingFn):
         try:
             stage_core(core, self._layout)
         except Exception as exc:  # noqa: BLE001 - becomes this block's failure
-            record = failure_record(core.tile.uri, core.tile.tile_id, "stage", exc)
+            # Staging is the first half of writing the mask: a full disk says so, and what to do.
+            error = MaskWriteError(write_error_message(core.tile, self._layout.mask_uri(core.tile.tile_id), exc))
+            record = failure_record(core.tile.uri, core.tile.tile_id, "stage", error)
             try:
                 stage_failure(BlockFailure(core.tile, core.block, record), self._layout)
             except Exception:  # noqa: BLE001 - the staging itself is unusable: say so for the tile
