@@ -328,19 +328,23 @@ def pixel_area_model(crs: rasterio.crs.CRS | None, transform: affine.Affine, hei
 FEW_CLASSES = 32
 
 
-def _count_by_comparison(flat: np.ndarray, num_classes: int,
-                         row_areas: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``class_areas_m2`` for (H, W) uint8 labels in [0, num_classes] (num_classes: not counted)."""
-    if row_areas is None or (len(row_areas) and np.all(row_areas == row_areas[0])):
-        counts = np.array([np.count_nonzero(flat == k) for k in range(num_classes)], np.int64)
-        if row_areas is None:
-            return counts, None
-        return counts, counts.astype(np.float64) * (float(row_areas[0]) if len(row_areas) else 0.0)
-    # Geographic CRS: pixel areas vary by row, so count per (row, class) and weigh by the rows.
-    wide = np.uint16 if flat.shape[1] < 2 ** 16 else np.uint32
-    per_row = np.stack([(flat == k).sum(axis=1, dtype=wide) for k in range(num_classes)], axis=1)  # (H, K)
-    counts = per_row.sum(axis=0, dtype=np.int64)
-    return counts, row_areas @ per_row.astype(np.float64)
+def _class_counts(flat: np.ndarray, num_classes: int, by_comparison: bool) -> np.ndarray:
+    """(K,) int64 counts of labels 0..K-1 in ``flat`` (K itself: invalid, not counted)."""
+    if by_comparison:
+        return np.array([np.count_nonzero(flat == k) for k in range(num_classes)], np.int64)
+    return np.bincount(flat.ravel(), minlength=num_classes + 1)[:num_classes].astype(np.int64)
+
+
+def _row_class_counts(flat: np.ndarray, num_classes: int, by_comparison: bool) -> np.ndarray:
+    """(H, K) counts of labels 0..K-1 per row of (H, W) ``flat`` (K itself: invalid, not counted)."""
+    height = flat.shape[0]
+    if by_comparison:
+        wide = np.uint16 if flat.shape[1] < 2 ** 16 else np.uint32
+        return np.stack([(flat == k).sum(axis=1, dtype=wide) for k in range(num_classes)], axis=1)
+    bins = num_classes + 1
+    coded = flat.astype(np.intp)  # a copy: the row offsets are added to it
+    coded += (np.arange(height, dtype=np.intp) * bins)[:, None]
+    return np.bincount(coded.ravel(), minlength=height * bins).reshape(height, bins)[:, :num_classes]
 
 
 def class_areas_m2(
@@ -370,15 +374,12 @@ def class_areas_m2(
     # Invalid pixels go to an extra bin (index num_classes) that is dropped, which avoids
     # compacting the arrays with a boolean index. uint8 labels stay uint8; other integer types are
     # widened.
-    bins = num_classes + 1
     if labels.dtype == np.uint8 and num_classes < 255:
         flat = labels if valid.all() else np.where(valid, labels, np.uint8(num_classes))
         hi = int(flat.max()) if flat.size else 0
         if hi > num_classes or (hi == num_classes and np.any(valid & (labels == num_classes))):
             bad = int(labels[valid].max())
             raise AreaError(f"valid pixel has label {bad}, outside [0, {num_classes})")
-        if num_classes <= FEW_CLASSES:
-            return _count_by_comparison(flat, num_classes, row_areas)
     else:
         masked = np.where(valid, labels, 0).astype(np.intp, copy=False)
         if masked.size:
@@ -387,16 +388,15 @@ def class_areas_m2(
                 bad = lo if lo < 0 else hi
                 raise AreaError(f"valid pixel has label {bad}, outside [0, {num_classes})")
         flat = np.where(valid, masked, num_classes)
+    by_comparison = flat.dtype == np.uint8 and num_classes <= FEW_CLASSES
     if row_areas is None or (height and np.all(row_areas == row_areas[0])):
-        counts = np.bincount(flat.ravel(), minlength=bins)[:num_classes].astype(np.int64)
+        counts = _class_counts(flat, num_classes, by_comparison)
         if row_areas is None:
             return counts, None
         # Constant pixel area (any projected CRS): one product per class.
         return counts, counts.astype(np.float64) * (float(row_areas[0]) if height else 0.0)
-    flat = flat.astype(np.intp, copy=False)
     # Per-(row, class) counts, then one dot with the row areas: exact counts, one float sum per class.
-    flat += (np.arange(height, dtype=np.intp) * bins)[:, None]
-    per_row = np.bincount(flat.ravel(), minlength=height * bins).reshape(height, bins)[:, :num_classes]
-    counts = per_row.sum(axis=0).astype(np.int64)
+    per_row = _row_class_counts(flat, num_classes, by_comparison)
+    counts = per_row.sum(axis=0, dtype=np.int64)
     areas = row_areas @ per_row.astype(np.float64)
     return counts, areas

@@ -143,13 +143,14 @@ def _band_sums(x: np.ndarray, ok: np.ndarray | None, divisor: float,
     if x.dtype.kind in "ui" and x.dtype.itemsize <= 2:
         sums, sumsqs = [], []
         n = 0
+        low = int(np.iinfo(x.dtype).min)  # bincount wants non-negative values: counted from here
         for c in range(channels):
             band = x[..., c]
             values = (band.ravel() if ok is None else band[ok]).astype(np.intp)
-            if x.dtype.kind == "i":
-                values -= int(np.iinfo(x.dtype).min)  # bincount wants non-negative values
+            if low:
+                values -= low
             hist = np.bincount(values)
-            level = np.arange(len(hist), dtype=np.float64) + (int(np.iinfo(x.dtype).min) if x.dtype.kind == "i" else 0)
+            level = np.arange(len(hist), dtype=np.float64) + low
             n = int(hist.sum())
             # Exact in float64 as long as the totals stay below 2**53 (a block's sample of 16-bit
             # values: at most ~1e6 pixels x 4.3e9).

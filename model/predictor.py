@@ -20,27 +20,27 @@ from model.card import ModelCard
 from model.loading import LoadedModel, compile_with_xla, load_model
 
 
-def _label_head(ops: Any, out: Any, kind: str, logits: bool, hazard: tuple[int, ...], planes: bool) -> Any:
+def _label_head(ops: Any, out: Any, kind: str, logits: bool, hazard: tuple[int, ...]) -> Any:
     """(N, H, W, K) model output → (N, H, W) uint8 labels (``labels``), or (N, H, W, 2|3) uint8
     labels, the chosen class's probability and, with ``hazard``, the hazard classes' summed
-    probability, both in 255ths (``labels_confidence``).
+    probability, both in 255ths (``labels_confidence``), by softmax, argmax and max over the last axis."""
+    labels = ops.cast(ops.argmax(out, axis=-1), "uint8")
+    if kind == "labels":
+        return labels
+    probs = ops.cast(ops.softmax(out, axis=-1) if logits else out, "float32")
+    outputs = [labels, _to_255ths(ops, ops.max(probs, axis=-1))]
+    if hazard:
+        weights = np.zeros(out.shape[-1], np.float32)
+        weights[list(hazard)] = 1.0
+        outputs.append(_to_255ths(ops, ops.minimum(ops.sum(probs * ops.convert_to_tensor(weights), axis=-1), 1.0)))
+    return ops.stack(outputs, axis=-1)
 
-    With ``planes`` (graphs XLA compiles) the head works on one (N, H, W) plane per class: XLA's
-    CPU code fuses plane-wise maximum, select, exp and sum into one vectorised loop, where softmax,
-    argmax and max over a short last axis ran ~5x slower (batches of 768² after a 1x1 convolution:
-    24 → 126 MPix/s). A tie goes to the first class, as argmax does.
-    """
-    if not planes:
-        labels = ops.cast(ops.argmax(out, axis=-1), "uint8")
-        if kind == "labels":
-            return labels
-        probs = ops.cast(ops.softmax(out, axis=-1) if logits else out, "float32")
-        outputs = [labels, _to_255ths(ops, ops.max(probs, axis=-1))]
-        if hazard:
-            weights = np.zeros(out.shape[-1], np.float32)
-            weights[list(hazard)] = 1.0
-            outputs.append(_to_255ths(ops, ops.minimum(ops.sum(probs * ops.convert_to_tensor(weights), axis=-1), 1.0)))
-        return ops.stack(outputs, axis=-1)
+
+def _label_head_by_planes(ops: Any, out: Any, kind: str, logits: bool, hazard: tuple[int, ...]) -> Any:
+    """``_label_head``'s outputs, computed on one (N, H, W) plane per class, for graphs XLA
+    compiles: its CPU code fuses plane-wise maximum, select, exp and sum into one vectorised loop,
+    where softmax, argmax and max over a short last axis ran ~5x slower (batches of 768² after a
+    1x1 convolution: 24 → 126 MPix/s). A tie goes to the first class, as argmax does."""
     values = ops.unstack(ops.cast(out, "float32"), axis=-1)
     top, index = values[0], ops.zeros_like(values[0])
     for k, plane in enumerate(values[1:], start=1):
@@ -51,22 +51,15 @@ def _label_head(ops: Any, out: Any, kind: str, logits: bool, hazard: tuple[int, 
         return labels
     if logits:  # softmax's largest probability is 1 / sum_k exp(l_k - l_max)
         shares = [ops.exp(plane - top) for plane in values]
-        total = _sum(shares)
+        total = sum(shares[1:], shares[0])
         outputs = [labels, _to_255ths(ops, 1.0 / total)]
     else:
         shares, total = values, None
         outputs = [labels, _to_255ths(ops, top)]
     if hazard:  # the summed probability of the landing hazard classes (model/landing.py)
-        summed = _sum([shares[k] for k in hazard])
+        summed = sum((shares[k] for k in hazard[1:]), shares[hazard[0]])
         outputs.append(_to_255ths(ops, ops.minimum(summed if total is None else summed / total, 1.0)))
     return ops.stack(outputs, axis=-1)
-
-
-def _sum(planes: list[Any]) -> Any:
-    total = planes[0]
-    for plane in planes[1:]:
-        total = total + plane
-    return total
 
 
 def _to_255ths(ops: Any, probability: Any) -> Any:
@@ -124,7 +117,8 @@ class Predictor:
         if kind == "scores":
             result = ops.cast(ops.softmax(out, axis=-1) if self.card.output == "logits" else out, "float32")
         else:
-            result = _label_head(ops, out, kind, self.card.output == "logits", hazard, planes=xla)
+            head = _label_head_by_planes if xla else _label_head
+            result = head(ops, out, kind, self.card.output == "logits", hazard)
         graph = keras.Model(inputs, result, name=f"{kind}_graph")
         graph.jit_compile = xla
         graph.make_predict_function()  # built here, under the lock, not lazily by the first caller

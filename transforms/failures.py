@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
 
 from common.plan import BlockSpec
 
@@ -79,6 +80,16 @@ class BlockFailure:
 def block_failure(tile: Any, block: BlockSpec, stage: str, exc: BaseException) -> beam.pvalue.TaggedOutput:
     """The ``failed`` output of a block stage for one block of ``tile``."""
     return beam.pvalue.TaggedOutput(FAILED, BlockFailure(tile, block, failure_record(tile.uri, tile.tile_id, stage, exc)))
+
+
+def windowed(out: Any, window: Any, timestamp: Any) -> Any:
+    """``out`` (a value or a TaggedOutput) in the window and at the time of the element it came
+    from: what a DoFn must yield from ``finish_bundle`` for outputs it held back (read-ahead,
+    mask writer threads)."""
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        # Beam documents windows as any iterable; its hint says tuple.
+        return beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))  # type: ignore[arg-type]
+    return WindowedValue(out, timestamp, [window])  # type: ignore[arg-type]  # as above
 
 
 class GuardFn(beam.DoFn):

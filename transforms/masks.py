@@ -37,7 +37,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.utils.windowed_value import WindowedValue
 
 from common import fileio
 from common.cog import write_cog
@@ -48,7 +47,7 @@ from common.safepath import check_relative, check_segment
 from common.windows import Window
 from model.card import ModelCard
 from model.loading import resolve_precision
-from transforms.failures import FAILED, BlockFailure, StageOutput, failure_record, now_utc
+from transforms.failures import FAILED, BlockFailure, StageOutput, failure_record, now_utc, windowed
 from transforms.results import TAG_FINGERPRINT, TAG_RESULT, TAG_SETTINGS, MaskSettings, TileResult
 from transforms.stitch import BlockCore
 from transforms.tiles import TileSpec
@@ -494,11 +493,7 @@ class _FinishingFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[Any]:
         while self._writing:
             future, window, timestamp = self._writing.popleft()
-            out = self._counted(future.result())
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))  # type: ignore[arg-type]
-            else:
-                yield WindowedValue(out, timestamp, [window])  # type: ignore[arg-type]  # as in transforms/read.py
+            yield windowed(self._counted(future.result()), window, timestamp)
 
     def _counted(self, out: Any) -> Any:
         """Counters are kept here, on the DoFn's thread (Beam's metrics are per thread)."""

@@ -20,7 +20,6 @@ from typing import Any, Tuple  # noqa: UP035 - Beam type hints need typing.Tuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.utils.windowed_value import WindowedValue
 
 from common import fileio
 from common.domain import InputSums, block_input_sums
@@ -28,7 +27,7 @@ from common.patching import core_of_window, patchify
 from common.plan import BlockSpec
 from common.windows import Window, mirror_pad
 from model.handler import Patches
-from transforms.failures import FAILED, StageOutput, block_failure
+from transforms.failures import FAILED, StageOutput, block_failure, windowed
 from transforms.tiles import TileSpec, gdal_reason
 
 log = logging.getLogger(__name__)
@@ -147,12 +146,7 @@ class ReadBlockFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[object]:
         while self._pending:
             future, window, timestamp = self._pending.popleft()
-            out = future.result()
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                # Beam documents windows as any iterable; its hint says tuple.
-                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))  # type: ignore[arg-type]
-            else:
-                yield WindowedValue(out, timestamp, [window])  # type: ignore[arg-type]  # as above
+            yield windowed(future.result(), window, timestamp)
 
 
 class ReadBlocks(beam.PTransform):
