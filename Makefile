@@ -19,7 +19,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipelines.demo
 
+# The report's browser test needs Debian's chromium (installed here when missing and possible).
 test: $(STAMP)
+	@bash .ci/install_chromium.sh
 	$(PY) -m pytest -q --durations=15 tests
 
 # ruff (packages and tests) and mypy (the five packages), configured in pyproject.toml.

@@ -30,8 +30,12 @@ setup(
         "pillow>=10",
         "scipy>=1.11",     # exact distance transforms and labelling for landing zones
         "shapely>=2.0",    # zone polygons (union across blocks, WKB)
+        "pystac>=1.10",    # the STAC catalog of a run's outputs
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "gcp-storage-emulator>=2024.8", "rio-cogeo>=5",
-                             "ruff>=0.15", "mypy>=1.10"]},
+                             "ruff>=0.15", "mypy>=1.10",
+                             "jsonschema>=4.18",  # pystac's offline validation of the STAC catalog
+                             "selenium>=4.20",  # the report in headless Chromium (Debian's chromium-driver)
+                             ]},
     entry_points={"console_scripts": ["tileseg=pipelines.cli:console"]},
 )

@@ -28,7 +28,15 @@ class ModelCardError(ValueError):
 class ClassInfo:
     index: int
     name: str
+    #: The dataset's label colour (RGB label images are decoded with it).
     color: tuple[int, int, int]
+    #: The colour masks, reports and catalogs show, when the dataset's own is hard to read
+    #: (e.g. Dubai's orange water and yellow vegetation); None: ``color``.
+    display_color: tuple[int, int, int] | None = None
+
+    @property
+    def shown_color(self) -> tuple[int, int, int]:
+        return self.display_color or self.color
 
 
 @dataclass(frozen=True)
@@ -121,12 +129,17 @@ class ModelCard:
 
     def palette(self) -> dict[int, tuple[int, int, int, int]]:
         """Colour table for masks: class colours, and transparent black for the nodata value."""
-        table = {c.index: (*c.color, 255) for c in self.classes}
+        table = {c.index: (*c.shown_color, 255) for c in self.classes}
         table[self.mask_nodata] = (0, 0, 0, 0)
         return table
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # A card without display colours keeps the JSON (and so the masks' skip key) it had.
+        for c in data["classes"]:
+            if c["display_color"] is None:
+                del c["display_color"]
+        return data
 
 
 _ALLOWED = {f for f in ModelCard.__dataclass_fields__}
@@ -151,7 +164,8 @@ def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
             version=str(data["version"]),
             model_file=str(data["model_file"]),
             classes=tuple(
-                ClassInfo(int(c["index"]), str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
+                ClassInfo(int(c["index"]), str(c["name"]), _rgb(c["color"]),
+                          None if c.get("display_color") is None else _rgb(c["display_color"]))
                 for c in data["classes"]
             ),
             input_bands=tuple(str(b) for b in data["input_bands"]),
@@ -173,6 +187,13 @@ def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
         raise ModelCardError(f"{where}: {exc}; name a file inside the model folder") from None
     card.validate()
     return card
+
+
+def _rgb(value: Any) -> tuple[int, int, int]:
+    r, g, b = (int(v) for v in value)
+    if not all(0 <= v <= 255 for v in (r, g, b)):
+        raise ValueError(f"colour {list(value)} is not three values 0-255")
+    return r, g, b
 
 
 _REQUIRED = {

@@ -1,4 +1,4 @@
-"""The ``tileseg`` command: ``run`` (the main job), ``zones``, ``bench``, ``demo``, ``train``, ``evaluate``."""
+"""The ``tileseg`` command: ``run`` (the main job), ``zones``, ``report``, ``bench``, ``demo``, ``train``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ commands:
           [any Beam option, e.g. --runner DataflowRunner]
   zones   landing zones again from an earlier run's masks, for another vehicle:
           tileseg zones --output OUT --landing PROFILE [--gsd M] [--model DIR]
+  report  rebuild the HTML report of a run: tileseg report --output OUT [--run_id ID] (default: the newest run)
   bench   measure throughput, memory and seam agreement: tileseg bench --size N [--model DIR]
   bench-rerun  what a nightly rerun over done tiles costs: tileseg bench-rerun --tiles 2000
   demo    generate the bundled sample scene, segment it and write a preview
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.zones import main as zones_main
 
         return zones_main(rest)
+    if command == "report":
+        from pipelines.report import main as report_main
+
+        return report_main(rest)
     if command == "bench":
         from pipelines.bench import main as bench_main
 

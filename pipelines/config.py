@@ -12,6 +12,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
@@ -33,7 +34,7 @@ from transforms.tiles import MAX_TILE_PIXELS, parse_bands
 log = logging.getLogger(__name__)
 
 #: The folders a run writes under its output (see transforms/masks.py OutputLayout, manifest.py).
-OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging", "hazard", "zones")
+OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging", "hazard", "zones", "report", "stac")
 
 
 class ConfigError(ValueError):
@@ -146,6 +147,15 @@ class SegmentConfig:
             patches_per_block=self.patches_per_block if self.stitch == "blend" else None,
             writer=MASK_FORMAT_VERSION, radiometry=self.radiometry,
         )
+
+    def described(self) -> dict[str, Any]:
+        """How the run was asked for, as its summary and report show it (JSON)."""
+        return {"input": self.input, "output": self.output, "model": self.card.model_id, "model_dir": self.model_dir,
+                "precision": self.precision, "patch_size": self.patch_size, "halo": self.halo, "stitch": self.stitch,
+                "batch_size": self.batch_size, "patches_per_block": self.patches_per_block,
+                "radiometry": self.radiometry, "bands": None if self.bands is None else list(self.bands),
+                "landing": None if self.landing is None else {"profile": self.landing.profile.name,
+                                                              "gsd_m": self.landing.gsd_m}}
 
     @property
     def layout(self) -> OutputLayout:

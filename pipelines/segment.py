@@ -137,7 +137,8 @@ def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datet
     files = p | "ListInputs" >> ListInputs(config.input, config.output)
     results, failures, *zones = files | "SegmentTiles" >> SegmentTiles(config)
     _ = ((results, failures, files, *zones)
-         | "FinishRun" >> FinishRun(config.card, config.layout, started_at or now_utc(), config.landing))
+         | "FinishRun" >> FinishRun(config.card, config.layout, started_at or now_utc(), config.landing,
+                                   config.described()))
 
 
 def waits_for_job(runner: str | None) -> bool:

@@ -56,9 +56,19 @@ def test_segment_from_and_to_gcs(gcs_bucket: str, tmp_path: Path) -> None:
         table = pq.read_table(io.BytesIO(f.read()))
     assert sorted(set(table.column("tile_id").to_pylist())) == ["north/a", "south/a"]
     assert sum(table.column("pixel_count").to_pylist()) == 150 * 170 + 90 * 60
-    leftovers = [u for u in fileio.match(f"{gcs_bucket}/out/**")
-                 if "/masks/" not in u and "/stats/" not in u and not u.endswith("/manifest/done.parquet")]
+    written = fileio.match(f"{gcs_bucket}/out/**")
+    leftovers = [u for u in written if not any(f"/{d}/" in u for d in ("masks", "stats", "report", "stac"))
+                 and not u.endswith("/manifest/done.parquet")]
     assert leftovers == [], "no staging or temporary objects remain"
+    # The report and the STAC catalog are written to the bucket too, pictures read from the masks there.
+    report = f"{gcs_bucket}/out/report/{summary.run_id}/"
+    assert sorted(u[len(report):] for u in written if u.startswith(report) and u.endswith(".png"))[:1]
+    assert sum(1 for u in written if u.startswith(report + "img/")) == 4  # input and mask of both tiles
+    with fileio.open_file(report + "index.html", "r") as f:
+        page = f.read()
+    assert 'data-tile="north/a"' in page and 'data-tile="south/a"' in page
+    assert {f"{gcs_bucket}/out/stac/catalog.json", f"{gcs_bucket}/out/stac/items/north/a.json",
+            f"{gcs_bucket}/out/stac/items/south/a.json"} <= set(written)
 
     # The bucket is listed by the job itself; a rerun finds both tiles done through the manifest.
     again = run(["--input", f"{gcs_bucket}/in/**/*.tif", "--output", f"{gcs_bucket}/out",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -28,7 +29,9 @@ from transforms.leftovers import release_staging
 from transforms.manifest import write_manifest
 from transforms.masks import CORE_SUFFIX, FAIL_SUFFIX, OutputLayout
 from transforms.records import FAILURE_SCHEMA, STATS_SCHEMA, write_table
+from transforms.report import write_report
 from transforms.results import TileResult
+from transforms.stac import write_catalog
 from transforms.tiles import InputFile
 
 log = logging.getLogger(__name__)
@@ -95,10 +98,12 @@ def run_summary(results: list[TileResult], failures: list[dict[str, Any]], layou
 def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, Any]]], listed: list[InputFile],
                card: ModelCard, layout: OutputLayout, started_at: dt.datetime,
                zones: list[TileZoneRecord] | None = None, landing_failures: list[tuple[str, dict[str, Any]]] | None = None,
-               landing: LandingSettings | None = None) -> dict[str, Any]:
+               landing: LandingSettings | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Keep the books, remove the run's staging, then write the tables (stats, failures, landing
-    zones with --landing), the manifest and the summary (staging first: on a nearly full disk it
-    is what leaves room for the tables)."""
+    zones with --landing), the manifest, the summary (staging first: on a nearly full disk it
+    is what leaves room for the tables), and the views of them: the STAC catalog and the report.
+
+    ``settings``: how the run was asked for (input, model, patch, ...), shown by the report."""
     kept, failed = one_per_tile(results, failures, listed, layout)
     # A tile whose mask was made but whose zones were not is a failure of the landing stage (its
     # mask and stats stand): one row per tile, beside the tiles that failed earlier.
@@ -116,12 +121,37 @@ def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, An
         write_manifest(layout.root, kept)
     summary = run_summary(kept, failed, layout, len(listed), started_at, now_utc(), stats_uri, failures_uri)
     summary.update(zone_info)
-    with fileio.open_file(layout.summary_uri(), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    summary["model"] = {"id": card.model_id, "mask_nodata": card.mask_nodata,
+                        "classes": [{"index": c.index, "name": c.name, "color": list(c.shown_color)}
+                                    for c in card.classes]}
+    summary["settings"] = settings or {}
+    # The catalog and the report only describe the tables and masks: a failure to write them
+    # is logged and named in the summary, and loses none of the run's results.
+    summary["stac_uri"] = _view("STAC catalog", write_catalog, layout, card, kept, stats_uri,
+                                zone_info.get("zones_uri"))
+    _write_summary(layout, summary)
+    summary["report_uri"] = _view("report", write_report, layout, summary)
+    if summary["report_uri"] is not None:
+        _write_summary(layout, summary)
     log.info("run %s finished: %d written, %d up to date, %d failed", layout.run_id, summary["tiles_written"],
              summary["tiles_skipped"], summary["tiles_failed"])
     return summary
+
+
+def _write_summary(layout: OutputLayout, summary: dict[str, Any]) -> None:
+    with fileio.open_file(layout.summary_uri(), "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+
+
+def _view(what: str, write: Callable[..., str], *args: Any) -> str | None:
+    try:
+        return write(*args)
+    except Exception as exc:  # noqa: BLE001 - a view of the results must not lose the results
+        log.warning("the run's %s could not be written (%s: %s); its tables and masks are complete, and "
+                    "`tileseg report --output %s --run_id %s` tries again", what, type(exc).__name__,
+                    printable(str(exc))[:300], args[0].root, args[0].run_id)
+        return None
 
 
 class FinishRun(beam.PTransform):
@@ -129,12 +159,13 @@ class FinishRun(beam.PTransform):
     tables, manifest and summary written."""
 
     def __init__(self, card: ModelCard, layout: OutputLayout, started_at: dt.datetime,
-                 landing: LandingSettings | None = None) -> None:
+                 landing: LandingSettings | None = None, settings: dict[str, Any] | None = None) -> None:
         super().__init__()
         self._card = card
         self._layout = layout
         self._started_at = started_at
         self._landing = landing
+        self._settings = settings
 
     def expand(self, pcolls: tuple[beam.PCollection, ...]) -> beam.PCollection:
         """(results, failures, listed) or, with landing, (results, failures, listed, zone records,
@@ -151,4 +182,4 @@ class FinishRun(beam.PTransform):
         return (results | "CollectResults" >> beam.combiners.ToList()
                 | "Finish" >> beam.Map(finish_run, beam.pvalue.AsSingleton(failures_list),
                                        beam.pvalue.AsSingleton(listed_list), card=self._card, layout=self._layout,
-                                       started_at=self._started_at, **extra))
+                                       started_at=self._started_at, settings=self._settings, **extra))

@@ -119,6 +119,10 @@ class OutputLayout:
     def summary_uri(self) -> str:
         return fileio.join(self.root, "stats", f"{self.run_id}.json")
 
+    def report_dir(self) -> str:
+        """The run's report: index.html and its pictures (transforms/report.py)."""
+        return fileio.join(self.root, "report", self.run_id)
+
 
 def _block_name(block: BlockSpec) -> str:
     return f"{block.index[0]}_{block.index[1]}"
