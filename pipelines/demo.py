@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.line())
     print(f"mask vs ground truth: pixel accuracy {np.trace(cm) / cm.sum():.3f}, mIoU {np.nanmean(iou):.3f} "
           + "(" + ", ".join(f"{c.name} {v:.2f}" for c, v in zip(card.classes, iou)) + ")")
-    print(f"input:    {image}\nmask:     {mask}\nstats:    {summary.stats_uri}\npreview:  {preview}")
+    print(f"input:    {image}\nmask:     {mask}\nstats:    {summary.stats_uri}\npreview:  {preview}\n"
+          f"report:   {summary.report_uri}")
     return 1 if summary.failures else 0
 
 

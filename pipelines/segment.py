@@ -98,6 +98,7 @@ class RunSummary:
     zones_uri: str | None = None
     zones_total: int = 0
     landable_area_m2: float = 0.0
+    report_uri: str | None = None
 
     def line(self) -> str:
         if self.submitted:
@@ -117,6 +118,8 @@ class RunSummary:
                      f"{self.zones_uri}")
         if self.failures_uri:
             text += f"; failures listed in {self.failures_uri}"
+        if self.report_uri:
+            text += f"; report: {self.report_uri}"
         return text
 
 
@@ -130,7 +133,7 @@ def read_summary(config: SegmentConfig) -> RunSummary:
                       pixels_segmented=int(data["pixels_segmented"]), wall_s=float(data["wall_s"]),
                       out_of_domain=tuple(data.get("tiles_out_of_domain", ())), zones_uri=data.get("zones_uri"),
                       zones_total=int(data.get("zones_total", 0)),
-                      landable_area_m2=float(data.get("landable_area_m2", 0.0)))
+                      landable_area_m2=float(data.get("landable_area_m2", 0.0)), report_uri=data.get("report_uri"))
 
 
 def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datetime | None = None) -> None:

@@ -197,8 +197,15 @@ def test_the_out_of_range_warning_says_what_was_found_and_what_to_do(corpus_run:
 
 def test_a_failed_tile_leaves_nothing_and_a_good_one_everything(corpus_run: CorpusRun) -> None:
     out = corpus_run.out
-    assert sorted(p.name for p in out.iterdir()) == ["failures", "manifest", "masks", "stats"]
+    assert sorted(p.name for p in out.iterdir()) == ["failures", "manifest", "masks", "report", "stac", "stats"]
     assert sorted(p.name for p in (out / "stats").iterdir()) == [f"{RUN_ID}.json", f"{RUN_ID}.parquet"]
+    # The catalog describes the masks and nothing else: no item for a failed tile. Odd CRSs
+    # (engineering, unknown EPSG) still get items, and the report shows every tile.
+    assert corpus_run.summary["stac_uri"] == str(out / "stac" / "catalog.json")
+    assert corpus_run.summary["report_uri"] == str(out / "report" / RUN_ID / "index.html")
+    items = sorted(str(p.relative_to(out / "stac" / "items"))[: -len(".json")]
+                   for p in (out / "stac" / "items").rglob("*.json"))
+    assert items == sorted(str(p.relative_to(out / "masks"))[: -len(".tif")] for p in (out / "masks").rglob("*.tif"))
     assert sorted(p.name for p in (out / "failures").iterdir()) == [f"{RUN_ID}.parquet"]
     masks = sorted(str(p.relative_to(out / "masks")) for p in (out / "masks").rglob("*") if p.is_file())
     assert masks == sorted(str(Path(r["mask_uri"]).relative_to(out / "masks")) for r in corpus_run.stats
@@ -449,7 +456,9 @@ def test_a_full_disk_fails_the_tiles_it_cannot_write_and_leaves_nothing(tmp_path
         assert r["uri"] in r["message"] and "no space left on the disk" in r["message"]
         assert "free some space" in r["message"] and ".tmp" not in r["message"] and "tileseg-" not in r["message"]
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["failures/full.parquet", "stats/full.json"], "no mask, staging or temporary left half-written"
+    # The report (of failures) and the (empty) catalog are complete files; nothing is half-written.
+    assert files == ["failures/full.parquet", "report/full/index.html", "stac/catalog.json", "stats/full.json"], \
+        "no mask, staging or temporary left half-written"
     assert not list(scratch.iterdir())
 
 
@@ -501,5 +510,5 @@ def test_two_runs_at_once_on_one_output_both_complete(tmp_path: Path, model_dir:
         with rasterio.open(inp / f"t{i}.tif") as src, rasterio.open(out / "masks" / f"t{i}.tif") as m:
             expected = binning_labels(np.moveaxis(src.read(), 0, -1), K, 255.0)
             np.testing.assert_array_equal(m.read(1), expected)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest", "masks", "stats"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest", "masks", "report", "stac", "stats"]
     assert not [p for p in (out / "masks").iterdir() if p.name.startswith(".")]

@@ -89,10 +89,15 @@ def test_no_masks_or_temporary_files_left_for_failed_tiles(mixed_run: dict[str, 
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     masks = [f for f in files if f.startswith("masks/")]
     assert sorted(masks) == sorted([f"masks/real/{Path(n).stem}.tif" for n in REAL] + ["masks/other/RGB.byte.tif"])
-    others = [f for f in files if not f.startswith("masks/")]
+    views = ("report/", "stac/")  # the report and the catalog: only of the tiles that have masks
+    others = [f for f in files if not f.startswith(("masks/", *views))]
     run_id = mixed_run["summary"].run_id  # type: ignore[attr-defined]
     assert sorted(others) == [f"failures/{run_id}.parquet", "manifest/done.parquet", f"stats/{run_id}.json",
                               f"stats/{run_id}.parquet"]
+    items = sorted(f[len("stac/items/"): -len(".json")] for f in files if f.startswith("stac/items/"))
+    assert items == sorted(m[len("masks/"): -len(".tif")] for m in masks)
+    pictures = [f for f in files if f.startswith(f"report/{run_id}/img/")]
+    assert len(pictures) == 2 * len(masks) and f"report/{run_id}/index.html" in files
     assert not (out / "_staging").exists()
     tmp_after = {p for p in os.listdir("/tmp") if p.startswith("tileseg-")}
     assert tmp_after <= mixed_run["tmp_before"]  # type: ignore[operator]

@@ -41,7 +41,7 @@ from tests.rasters import write_raster
 from tests.test_landing_pipeline import profile_file, scene
 from transforms.masks import OutputLayout
 from transforms.results import TAG_RESULT, TileResult
-from transforms.stac import write_catalog
+from transforms.stac import CatalogError, write_catalog
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +219,7 @@ def test_items_describe_the_masks(run: dict[str, Any], catalog: dict[str, Any]) 
             CLASSIFICATION_V2
         assert props["datetime"] == props["created"] == result.processed_at.isoformat().replace("+00:00", "Z")
         assert props["tileseg:model_id"] == card.model_id and props["tileseg:run_id"] == run["run_id"]
-        assert props["tileseg:reused"] is False and props["tileseg:mean_confidence"] == result.mean_confidence
+        assert "tileseg:reused" not in props and props["tileseg:mean_confidence"] == result.mean_confidence
         with rasterio.open(layout.mask_uri(tile_id)) as src:
             mask = src.read(1)
             crs, transform, bounds = src.crs, src.transform, src.bounds
@@ -317,6 +317,22 @@ def test_a_later_run_over_other_tiles_keeps_the_earlier_items(run: dict[str, Any
     write(run, layout, ["area/geo"])
     assert sorted(i.id for i in pystac.Catalog.from_file(uri).get_items()) == ["area/geo", "utm"]
     assert Path(layout.root, "stac", "items", "utm.json").read_bytes() == utm
+
+
+def test_a_nightly_rerun_keeps_the_items_of_tiles_skipped_as_up_to_date(run: dict[str, Any], tmp_path: Path) -> None:
+    """A reused tile's item describes the same mask: it is kept as it is and its mask is not
+    opened (here: removed, so opening it would fail); a new tile's item is written."""
+    layout = fresh_output(run, tmp_path)
+    write(run, layout, ["utm"])
+    utm = Path(layout.root, "stac", "items", "utm.json").read_bytes()
+    os.remove(layout.mask_uri("utm"))
+    reused = dataclasses.replace(run["results"]["utm"], reused=True)
+    write_catalog(layout, run["card"], [reused, run["results"]["frame"]], layout.stats_uri(), None)
+    assert Path(layout.root, "stac", "items", "utm.json").read_bytes() == utm
+    assert Path(layout.root, "stac", "items", "frame.json").exists()
+    # With landing zones the items are rewritten to link this run's zone table: the mask is read.
+    with pytest.raises(CatalogError, match="cannot read the mask"):
+        write_catalog(layout, run["card"], [reused], layout.stats_uri(), layout.zones_uri())
 
 
 @pytest.mark.parametrize("tile_id", ["../escape", "area/../../escape", "/abs/escape", "area//x"])

@@ -511,13 +511,14 @@ def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | N
 def _pictures(run: RunData, layout: OutputLayout) -> tuple[dict[str, tuple[str | None, str | None, str]], dict[str, bytes]]:
     """Quicklook HTML per tile (first MAX_QUICKLOOKS tiles) and the PNG files they use."""
     colors = {c.index: c.color for c in run.classes}
+    bands = (run.summary.get("settings") or {}).get("bands")  # --bands: the input bands the model saw
     html_by_tile: dict[str, tuple[str | None, str | None, str]] = {}
     files: dict[str, bytes] = {}
     for t in run.tiles[:MAX_QUICKLOOKS]:
         notes = []
         inp = msk = None
         try:
-            ql = input_quicklook(t.source_uri)
+            ql = input_quicklook(t.source_uri, bands)
             name = _picture_name(t.tile_id, "input")
             files[name] = ql.png
             inp = (f'<span class="ql"><img src="{name}" width="{ql.width}" height="{ql.height}" '

@@ -37,6 +37,7 @@ import os
 import posixpath
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 #: pieces of the same length): a straight edge in a projected CRS is curved in lon/lat, and
 #: four corners alone would cut across that curve.
 EDGE_SEGMENTS = 16
+HEADER_READERS = 8  # threads reading masks' headers (network round trips on gs://)
 
 
 class CatalogError(IOError):
@@ -149,15 +151,17 @@ def build_item(layout: OutputLayout, card: ModelCard, result: TileResult, header
     up = "../" * (2 + tile_id.count("/"))
     crs, transform = header["crs"], header["transform"]
     width, height = int(header["width"]), int(header["height"])
-    geometry = footprint(crs, transform, width, height) if crs is not None else None
+    geometry = _footprint_or_none(crs, transform, width, height)
     bbox = list(shapely.geometry.shape(geometry).bounds) if geometry is not None else None
 
     properties: dict[str, Any] = {
         "title": tile_id,
         f"{PREFIX}georeferenced": crs is not None,
+        # A local or engineering CRS (a site grid) has no way to longitude/latitude: no footprint.
+        f"{PREFIX}footprint": None if crs is None or geometry is not None else "none: the CRS has no transformation "
+                                                                                "to longitude/latitude",
         f"{PREFIX}model_id": card.model_id,
-        f"{PREFIX}run_id": result.run_id,  # the run that made the mask, not this one if reused
-        f"{PREFIX}reused": result.reused,
+        f"{PREFIX}run_id": result.run_id,  # the run that made the mask
         f"{PREFIX}precision": result.precision,
         f"{PREFIX}pixels": result.pixels,
         f"{PREFIX}valid_pixels": int(sum(result.counts)),
@@ -208,6 +212,15 @@ def build_item(layout: OutputLayout, card: ModelCard, result: TileResult, header
         item.add_link(pystac.Link("related", _href(zones_uri, layout.root, up), PARQUET_TYPE,
                                   f"Landing zones (GeoParquet, run {layout.run_id})"))
     return item
+
+
+def _footprint_or_none(crs: Any, transform: Any, width: int, height: int) -> dict[str, Any] | None:
+    if crs is None:
+        return None
+    try:
+        return footprint(crs, transform, width, height)
+    except Exception:  # noqa: BLE001 - rasterio/GDAL raise several types for CRSs without a path to WGS 84
+        return None
 
 
 def _grid_bounds(transform: Any, width: int, height: int) -> tuple[float, float, float, float]:
@@ -268,14 +281,25 @@ def write_catalog(layout: OutputLayout, card: ModelCard, results: list[TileResul
                   zones_uri: str | None) -> str:
     """Write or refresh OUT/stac: one STAC Item per tile of ``results``, then OUT/stac/catalog.json
     listing every item present under OUT/stac/items/ (so items of tiles from earlier runs stay).
-    Returns the catalog's URI."""
+    Returns the catalog's URI.
+
+    A tile skipped as up to date keeps the item it has (an item describes the mask, which did not
+    change, and its links name the run that made it), so a nightly rerun over 10^4 done tiles
+    reads no mask; only a run with landing zones rewrites them, to link its zone table. Masks'
+    headers are read on a few threads: on ``gs://`` each read is a round trip."""
     ordered = sorted(results, key=lambda r: r.tile_id)
     uris = [item_uri(layout, r.tile_id) for r in ordered]  # every tile id checked before anything is written
-    for result, uri in zip(ordered, uris):
+    todo = [(r, u) for r, u in zip(ordered, uris) if not (r.reused and zones_uri is None and fileio.exists(u))]
+
+    def write(job: tuple[TileResult, str]) -> None:
+        result, uri = job
         header = read_header(layout.mask_uri(result.tile_id))  # the file the mask asset's href names
         text = _dumps(build_item(layout, card, result, header, stats_uri, zones_uri))
         with fileio.open_file(uri, "w") as f:
             f.write(text)
+
+    with ThreadPoolExecutor(max_workers=HEADER_READERS) as pool:
+        list(pool.map(write, todo))  # list(): the first failure is raised here
     catalog_uri = fileio.join(stac_dir(layout), "catalog.json")
     with fileio.open_file(catalog_uri, "w") as f:
         f.write(_dumps(build_catalog(layout, listed_items(layout))))
