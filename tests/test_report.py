@@ -191,11 +191,11 @@ def test_the_page_is_self_contained_and_its_pictures_are_real(run_out: dict) -> 
         assert not re.match(r"^[a-z]+:|^/", ref), ref  # relative links only
         target = (folder / ref.split("#")[0]).resolve()
         assert target.exists(), ref
-    images = [r for r in page.refs if r.endswith(".png")]
+    images = [r for r in page.refs if r.endswith((".png", ".jpg"))]
     assert len(images) == 6  # input and mask of three tiles
     for ref in images:
         with Image.open(folder / ref) as im:
-            assert max(im.size) <= 256 and im.mode == "RGBA"
+            assert max(im.size) <= 256 and im.format == ("JPEG" if ref.endswith(".input.jpg") else "PNG")
 
 
 def test_mask_quicklook_shows_the_masks_labels_in_the_cards_colours(run_out: dict, model_dir: str) -> None:
@@ -206,7 +206,7 @@ def test_mask_quicklook_shows_the_masks_labels_in_the_cards_colours(run_out: dic
     name = next(r for r in parse(index_of(out)).refs if r.endswith(".mask.png")
                 and r.startswith(report._picture_name("utm", "mask")))
     with Image.open(folder / name) as im:
-        rgba = np.asarray(im)
+        rgba = np.asarray(im.convert("RGBA"))
     with rasterio.open(out / "masks" / "utm.tif") as src:
         small = src.read(1, out_shape=rgba.shape[:2], resampling=Resampling.nearest)
     expected = np.array([lut[v] for v in small.ravel()], np.uint8).reshape(*small.shape, 3)

@@ -3,7 +3,7 @@
 Made from the run's files alone (its summary JSON, stats, failures and zone tables, the masks),
 so ``tileseg report`` rebuilds it for any earlier run without the model, and the pipeline's last
 step writes it like any other output. It works offline: no scripts, fonts or styles from
-elsewhere; charts are inline SVG; quicklooks are PNG files beside the page, read from the masks'
+elsewhere; charts are inline SVG; quicklooks are picture files beside the page (JPEG inputs, PNG masks), read from the masks'
 overviews (and the inputs' overviews where they have them), so a run of 10^4 tiles costs
 ``MAX_QUICKLOOKS`` small reads, not 10^4 whole rasters. Tiles are listed ``TILES_PER_PAGE`` to a
 page; past ``MAX_QUICKLOOKS`` tiles the table goes on without pictures, and the page says so.
@@ -21,6 +21,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ TILES_PER_PAGE = 100
 MAX_QUICKLOOKS = 300  # tiles, in table order, that get pictures
 MAX_ZONES_DRAWN = 200  # per tile, the best-scoring first
 REPORT_FORMAT = 1
+PICTURE_THREADS = 4
 
 
 class ReportError(ValueError):
@@ -205,7 +207,8 @@ def _attach_zones(tiles: list[TileEntry], summary: dict[str, Any]) -> None:
 
 def _picture_name(tile_id: str, kind: str) -> str:
     # Tile ids are paths ("a/b"): pictures are named by a digest, never by the id itself.
-    return f"img/{hashlib.sha256(tile_id.encode()).hexdigest()[:16]}.{kind}.png"
+    ext = "jpg" if kind == "input" else "png"
+    return f"img/{hashlib.sha256(tile_id.encode()).hexdigest()[:16]}.{kind}.{ext}"
 
 
 def _zone_overlay(tile: TileEntry, ql: Quicklook) -> str:
@@ -509,18 +512,18 @@ def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | N
 
 
 def _pictures(run: RunData, layout: OutputLayout) -> tuple[dict[str, tuple[str | None, str | None, str]], dict[str, bytes]]:
-    """Quicklook HTML per tile (first MAX_QUICKLOOKS tiles) and the PNG files they use."""
+    """Quicklook HTML per tile (first MAX_QUICKLOOKS tiles) and the picture files they use, made
+    on a few threads (GDAL's reads and the encoders release the GIL; on gs:// each read waits)."""
     colors = {c.index: c.color for c in run.classes}
     bands = (run.summary.get("settings") or {}).get("bands")  # --bands: the input bands the model saw
-    html_by_tile: dict[str, tuple[str | None, str | None, str]] = {}
-    files: dict[str, bytes] = {}
-    for t in run.tiles[:MAX_QUICKLOOKS]:
-        notes = []
+
+    def one(t: TileEntry) -> tuple[str, tuple[str | None, str | None, str], dict[str, bytes]]:
+        notes, files = [], {}
         inp = msk = None
         try:
             ql = input_quicklook(t.source_uri, bands)
             name = _picture_name(t.tile_id, "input")
-            files[name] = ql.png
+            files[name] = ql.data
             inp = (f'<span class="ql"><img src="{name}" width="{ql.width}" height="{ql.height}" '
                    f'alt="input {_e(t.tile_id)}"></span>')
         except QuicklookError as exc:
@@ -530,13 +533,20 @@ def _pictures(run: RunData, layout: OutputLayout) -> tuple[dict[str, tuple[str |
         try:
             ql = mask_quicklook(t.mask_uri, colors, run.nodata)
             name = _picture_name(t.tile_id, "mask")
-            files[name] = ql.png
+            files[name] = ql.data
             msk = (f'<span class="ql"><img src="{name}" width="{ql.width}" height="{ql.height}" '
                    f'alt="mask {_e(t.tile_id)}">{_zone_overlay(t, ql)}</span>')
         except Exception as exc:  # noqa: BLE001 - a mask removed since the run
             notes.append(f"mask not readable now ({type(exc).__name__})")
-        html_by_tile[t.tile_id] = (inp, msk, "; ".join(notes))
-    return html_by_tile, files
+        return t.tile_id, (inp, msk, "; ".join(notes)), files
+
+    html_by_tile: dict[str, tuple[str | None, str | None, str]] = {}
+    images: dict[str, bytes] = {}
+    with ThreadPoolExecutor(max_workers=PICTURE_THREADS) as pool:
+        for tile_id, parts, files in pool.map(one, run.tiles[:MAX_QUICKLOOKS]):
+            html_by_tile[tile_id] = parts
+            images.update(files)
+    return html_by_tile, images
 
 
 def write_report(layout: OutputLayout, summary: dict[str, Any] | None = None) -> str:
