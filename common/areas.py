@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_KINDS = ("projected", "geographic", "none")
+_KINDS = ("projected", "geographic", "gsd", "none")
 
 # Gauss-Legendre nodes/weights on [0, 1] for the one axis integrated numerically (rotated
 # geographic rasters only). The integrand is analytic and a pixel spans a small angle, so five
@@ -165,10 +165,11 @@ def _geographic_pixel_areas(
 class PixelAreaModel:
     """How to get pixel areas for one raster.
 
-    ``kind`` is "projected", "geographic" or "none"; ``transform`` is the affine a, b, c, d, e, f
-    (rasterio ``Affine[:6]``, CRS units per pixel); ``unit_to_m`` converts a projected CRS's linear
-    unit to metres (None otherwise); ``height``/``width`` are the raster's size in pixels, used
-    only for :meth:`pixel_size_m` of geographic rasters.
+    ``kind`` is "projected", "geographic", "gsd" or "none"; ``transform`` is the affine a, b, c,
+    d, e, f (rasterio ``Affine[:6]``, CRS units per pixel); ``unit_to_m`` converts a projected CRS's
+    linear unit to metres, and for "gsd" (a raster without a CRS, e.g. a drone frame, given
+    ``--gsd``) is the user's metres per pixel (None otherwise); ``height``/``width`` are the
+    raster's size in pixels, used only for :meth:`pixel_size_m` of geographic rasters.
     """
 
     kind: str
@@ -186,8 +187,8 @@ class PixelAreaModel:
             raise AreaError(f"transform needs 6 coefficients, got {len(transform)}")
         # Coerce (e.g. from an Affine or a list) so equality and pickles are stable.
         object.__setattr__(self, "transform", transform)
-        if self.kind == "projected" and (self.unit_to_m is None or not self.unit_to_m > 0):
-            raise AreaError(f"projected model needs a positive unit_to_m, got {self.unit_to_m!r}")
+        if self.kind in ("projected", "gsd") and (self.unit_to_m is None or not self.unit_to_m > 0):
+            raise AreaError(f"{self.kind} model needs a positive unit_to_m, got {self.unit_to_m!r}")
         if self.kind == "geographic" and not self.crs_wkt:
             raise AreaError("geographic model needs the CRS WKT (for its ellipsoid)")
 
@@ -208,6 +209,9 @@ class PixelAreaModel:
         if self.kind == "none":
             return None
         n = row_stop - row_start
+        if self.kind == "gsd":
+            assert self.unit_to_m is not None
+            return np.full(n, self.unit_to_m**2, dtype=np.float64)
         if self.kind == "projected":
             a, b, _, d, e, _ = self.transform
             assert self.unit_to_m is not None
@@ -234,6 +238,8 @@ class PixelAreaModel:
         """
         if self.kind == "none":
             return None
+        if self.kind == "gsd":
+            return self.unit_to_m
         a, b, _, d, e, _ = self.transform
         if self.kind == "projected":
             assert self.unit_to_m is not None
@@ -276,10 +282,12 @@ def _check_poles(model: PixelAreaModel, crs_name: str) -> None:
         )
 
 
-def pixel_area_model(crs: rasterio.crs.CRS | None, transform: affine.Affine, height: int, width: int) -> PixelAreaModel:
+def pixel_area_model(crs: rasterio.crs.CRS | None, transform: affine.Affine, height: int, width: int,
+                     gsd_m: float | None = None) -> PixelAreaModel:
     """Build the pixel-area model (areas in m²) for a raster's CRS, transform and size in pixels.
 
-    No or empty CRS -> kind "none" (areas will be null). Projected -> "projected", with the linear
+    No or empty CRS -> kind "gsd" with ``gsd_m`` metres per pixel (``--gsd``: square pixels of
+    that edge), else "none" (areas will be null); ``gsd_m`` never overrides a CRS. Projected -> "projected", with the linear
     unit's factor to metres from pyproj (US survey feet, international feet, metres ...).
     Geographic -> "geographic" (AreaError when the raster lies wholly beyond a pole). Any other CRS
     (geocentric, engineering, ...) raises AreaError.
@@ -289,6 +297,10 @@ def pixel_area_model(crs: rasterio.crs.CRS | None, transform: affine.Affine, hei
         raise AreaError(f"raster size must be non-negative, got {height}x{width}")
     wkt = _wkt_of(crs)
     if not wkt:
+        if gsd_m is not None:
+            if not (math.isfinite(gsd_m) and gsd_m > 0):
+                raise AreaError(f"--gsd must be a positive number of metres per pixel, not {gsd_m}")
+            return PixelAreaModel("gsd", None, coeffs, float(gsd_m), int(height), int(width))
         log.info("raster has no CRS; pixel areas (m²) will be null, class areas reported as counts only")
         return PixelAreaModel("none", None, coeffs, None, int(height), int(width))
     if not all(math.isfinite(v) for v in coeffs):

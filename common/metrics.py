@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix: per-class IoU, mIoU, pixel accuracy."""
+"""Segmentation metrics from a confusion matrix: per-class IoU, recall and precision, mIoU, pixel
+accuracy."""
 
 from __future__ import annotations
 
@@ -27,12 +28,35 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def recall_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per class, the share of its true pixels predicted as it (NaN where it never occurs):
+    for a hazard such as a person, the share of people the map shows."""
+    return _ratio(np.diag(cm).astype(np.float64), cm.sum(1))
+
+
+def precision_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per class, the share of the pixels predicted as it that are it (NaN where never predicted)."""
+    return _ratio(np.diag(cm).astype(np.float64), cm.sum(0))
+
+
 def summary(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """``miou``, ``pixel_accuracy`` and ``per_class_iou`` (by name; None where undefined)."""
+    """``miou``, ``pixel_accuracy``, ``per_class_iou``, ``per_class_recall`` and
+    ``per_class_precision`` (by class name; None where undefined)."""
     iou = iou_from_confusion(cm)
     total = cm.sum()
+
+    def by_name(values: np.ndarray) -> dict[str, float | None]:
+        return {n: (None if np.isnan(v) else round(float(v), 4)) for n, v in zip(class_names, values)}
+
     return {
         "miou": float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan"),
         "pixel_accuracy": float(np.trace(cm) / total) if total else float("nan"),
-        "per_class_iou": {n: (None if np.isnan(v) else round(float(v), 4)) for n, v in zip(class_names, iou)},
+        "per_class_iou": by_name(iou),
+        "per_class_recall": by_name(recall_from_confusion(cm)),
+        "per_class_precision": by_name(precision_from_confusion(cm)),
     }

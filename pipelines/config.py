@@ -72,7 +72,8 @@ class SegmentOptions(PipelineOptions):
                             help="also map landing zones with this profile: a shipped name (small-drone) or a JSON "
                                  "file (model/landing.py); writes zones/<run_id>.parquet (GeoParquet)")
         parser.add_argument("--gsd", type=float, default=None,
-                            help="metres per pixel of rasters without a CRS (e.g. drone frames), for landing zones")
+                            help="metres per pixel of rasters without a CRS (e.g. drone frames): their areas (m²) "
+                                 "in the stats and their landing zones; never overrides a CRS")
         parser.add_argument("--model_copies", type=int, default=0,
                             help="0: each worker process loads the model (default); N: N copies per machine, "
                                  "shared by its processes (for models too big to load once per process)")
@@ -130,6 +131,7 @@ class SegmentConfig:
     model_copies: int = 0
     radiometry: str = "card"
     landing: LandingSettings | None = None  # --landing: zones are mapped from each tile's mask
+    gsd_m: float | None = None  # --gsd: metres per pixel of rasters without a CRS (areas, zones)
 
     @property
     def plan_args(self) -> PlanArgs:
@@ -146,6 +148,9 @@ class SegmentConfig:
             patch=self.patch_size, halo=self.halo,
             patches_per_block=self.patches_per_block if self.stitch == "blend" else None,
             writer=MASK_FORMAT_VERSION, radiometry=self.radiometry,
+            # --gsd changes the areas stored with a mask of a raster without a CRS; named only when
+            # given, so that runs without it keep the key they had.
+            **({"gsd": self.gsd_m} if self.gsd_m is not None else {}),
         )
 
     def described(self) -> dict[str, Any]:
@@ -154,6 +159,7 @@ class SegmentConfig:
                 "precision": self.precision, "patch_size": self.patch_size, "halo": self.halo, "stitch": self.stitch,
                 "batch_size": self.batch_size, "patches_per_block": self.patches_per_block,
                 "radiometry": self.radiometry, "bands": None if self.bands is None else list(self.bands),
+                "gsd_m": self.gsd_m,
                 "landing": None if self.landing is None else {"profile": self.landing.profile.name,
                                                               "gsd_m": self.landing.gsd_m}}
 
@@ -238,7 +244,7 @@ def build_config(opts: PipelineOptions, runner: str | None = None) -> SegmentCon
         halo=halo, patches_per_block=o.patches_per_block or default_patches_per_block(patch, halo),
         overwrite=o.overwrite, max_tile_pixels=o.max_tile_pixels, run_id=run_id,
         root=root, uris=tuple(uris), in_process=in_process, model_copies=o.model_copies, radiometry=o.radiometry,
-        landing=landing,
+        landing=landing, gsd_m=o.gsd,
     )
 
 

@@ -60,7 +60,8 @@ class SegmentTiles(beam.PTransform):
             todo, reused = files, files.pipeline | "NothingReused" >> beam.Create([])
         else:
             todo, reused = files | "SkipDone" >> SkipDone(c.card, c.layout, c.settings, c.precision, hazard)
-        tiles = todo | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels, c.radiometry)
+        tiles = todo | "DiscoverTiles" >> DiscoverTiles(c.root, c.card, c.bands, c.max_tile_pixels, c.radiometry,
+                                                                c.gsd_m)
         ordered = tiles.main | "SmallestFirst" >> SmallestFirst() if c.in_process else tiles.main
         plan = ordered | "PlanBlocks" >> PlanBlocks(c.plan_args, spread=not c.in_process)
         read = plan.main | "ReadBlocks" >> ReadBlocks()

@@ -268,6 +268,22 @@ def test_no_crs(crs: CRS | None, caplog: pytest.LogCaptureFixture) -> None:
     assert areas is None
 
 
+def test_gsd_gives_a_raster_without_a_crs_square_pixels_of_that_edge() -> None:
+    model = pixel_area_model(None, Affine.identity(), 4, 5, gsd_m=0.04)
+    assert model.kind == "gsd" and model.pixel_size_m() == 0.04
+    np.testing.assert_array_equal(model.row_areas_m2(1, 3, 0, 5), [0.04 ** 2] * 2)
+    labels = np.array([[0, 1, 1, 2, 2]] * 4, dtype=np.uint8)
+    counts, areas = class_areas_m2(labels, np.ones((4, 5), bool), 3, model.row_areas_m2(0, 4, 0, 5))
+    np.testing.assert_array_equal(counts, [4, 8, 8])
+    np.testing.assert_allclose(areas, [4 * 0.0016, 8 * 0.0016, 8 * 0.0016])
+    # A CRS always wins over --gsd: a 2 m UTM grid keeps its 4 m² pixels.
+    utm = pixel_area_model(CRS.from_epsg(32633), Affine(2, 0, 500000, 0, -2, 4e6), 4, 4, gsd_m=0.04)
+    assert utm.kind == "projected" and utm.pixel_size_m() == 2.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(AreaError, match="--gsd"):
+            pixel_area_model(None, Affine.identity(), 4, 4, gsd_m=bad)
+
+
 def test_geocentric_crs_is_refused() -> None:
     with pytest.raises(AreaError, match=r"WGS 84.*can't be computed"):
         pixel_area_model(CRS.from_epsg(4978), Affine(1, 0, 0, 0, -1, 0), 2, 2)

@@ -51,6 +51,12 @@ def test_folder_evaluation_counts_every_pixel(tmp_path: Path, capsys: pytest.Cap
     assert cm.sum() == total and np.trace(cm) == total - 64
     assert result["pixel_accuracy"] == pytest.approx((total - 64) / total)
     assert set(result["per_class_iou"]) == {c.name for c in card.classes}
+    # recall and precision by class name, from the same confusion matrix (rows: truth)
+    for k, c in enumerate(card.classes):
+        if cm[k].sum():
+            assert result["per_class_recall"][c.name] == round(cm[k, k] / cm[k].sum(), 4)
+        if cm[:, k].sum():
+            assert result["per_class_precision"][c.name] == round(cm[k, k] / cm[:, k].sum(), 4)
 
 
 def test_rgb_labels_use_the_card_colours(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,9 +20,15 @@ def test_confusion_and_iou_by_hand() -> None:
     s = summary(cm, ["a", "b", "c"])
     assert math.isclose(s["miou"], 1 / 3) and math.isclose(s["pixel_accuracy"], 3 / 5)
     assert s["per_class_iou"] == {"a": 0.5, "b": 0.5, "c": 0.0}
+    # rows are the truth: a has 2 true pixels (1 found), b 2 (2 found), c 1 (0 found);
+    # columns the prediction: a predicted once (right), b 4 times (2 right), c never.
+    assert s["per_class_recall"] == {"a": 0.5, "b": 1.0, "c": 0.0}
+    assert s["per_class_precision"] == {"a": 1.0, "b": 0.5, "c": None}
 
 
 def test_absent_class_is_nan_and_left_out_of_miou() -> None:
     cm = confusion(np.array([0, 0, 1]), np.array([0, 0, 1]), 3)
     iou = iou_from_confusion(cm)
-    assert np.isnan(iou[2]) and summary(cm, ["a", "b", "c"])["miou"] == 1.0
+    s = summary(cm, ["a", "b", "c"])
+    assert np.isnan(iou[2]) and s["miou"] == 1.0
+    assert s["per_class_recall"]["c"] is None and s["per_class_precision"]["c"] is None

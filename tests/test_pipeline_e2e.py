@@ -307,6 +307,23 @@ def test_plain_jpeg_and_png_frames(tmp_path: Path, model_dir: str) -> None:
     assert all(r["area_m2"] is None and r["crs"] is None for r in rows)
     assert sum(r["pixel_count"] for r in rows if r["tile_id"] == "street") == 97 * 131
 
+    # --gsd gives frames without a CRS square pixels of that edge: areas in m², and the frames
+    # are redone (their stored areas change), with the same labels.
+    again = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", model_dir,
+                 "--precision", "float32", "--gsd", "0.05"])
+    assert (again.tiles_written, again.tiles_skipped) == (2, 0)
+    rows = pq.read_table(again.stats_uri).to_pylist()
+    assert all(r["crs"] is None and r["pixel_size_m"] == 0.05 for r in rows)
+    assert all(r["area_m2"] == pytest.approx(r["pixel_count"] * 0.05 ** 2, rel=1e-12) for r in rows)
+    assert sum(r["area_m2"] for r in rows if r["tile_id"] == "street") == pytest.approx(97 * 131 * 0.0025)
+    with rasterio.open(tmp_path / "out" / "masks" / "street.tif") as m:
+        np.testing.assert_array_equal(m.read(1), labels)
+        assert m.crs is None
+    # The same --gsd again: up to date.
+    third = run(["--input", str(src), "--output", str(tmp_path / "out"), "--model", model_dir,
+                 "--precision", "float32", "--gsd", "0.05"])
+    assert (third.tiles_written, third.tiles_skipped) == (0, 2)
+
 
 def test_each_tile_reports_the_models_mean_confidence(tmp_path: Path, model_dir: str) -> None:
     """The stats' mean_confidence is the mean over the tile's valid pixels of the model's

@@ -9,7 +9,8 @@ were trained without rotations (street scenes; membrane, whose labels are offset
     tileseg evaluate --model DIR (--dataset NAME --split S [--fold K] | --images DIR --labels DIR
                       [--label_format index|rgb]) [--precision P] [--tta] [--limit N]
                       [--landing PROFILE --gsd M [--probabilities 1,0.5,0.3] [--margins 0,1,2]]
-The last line printed is one JSON object with ``miou``, ``pixel_accuracy``, ``per_class_iou``.
+The last line printed is one JSON object with ``miou``, ``pixel_accuracy``, ``per_class_iou``,
+``per_class_recall`` and ``per_class_precision`` (keyed by class name) and the confusion matrix.
 """
 
 from __future__ import annotations
@@ -150,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     result = summary(cm, names)
     print(f"model {card.model_id} ({predictor.precision}{f', TTA x{len(views)}' if views else ''})")
     print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mIoU {result['miou']:.4f}")
-    for n, v in result["per_class_iou"].items():
-        print(f"  IoU {n:<24} {'n/a' if v is None else f'{v:.4f}'}")
+    def shown(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"  {'class':<24} {'IoU':>7} {'recall':>7} {'precision':>9}")
+    for n in names:
+        print(f"  {n:<24} {shown(result['per_class_iou'][n]):>7} {shown(result['per_class_recall'][n]):>7} "
+              f"{shown(result['per_class_precision'][n]):>9}")
     print("confusion matrix (rows = truth, columns = prediction):")
     for n, row in zip(names, cm):
         print(f"  {n[:12]:<12} " + " ".join(f"{v:>10d}" for v in row))

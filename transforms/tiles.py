@@ -325,7 +325,7 @@ def range_warning(uri: str, values: np.ndarray | None, dtype: str, divisor: floa
 
 def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[int, ...] | None = None,
                   tile_id: str | None = None, max_pixels: int = MAX_TILE_PIXELS,
-                  fingerprint: str | None = None, radiometry_mode: str = "card") -> TileSpec:
+                  fingerprint: str | None = None, radiometry_mode: str = "card", gsd_m: float | None = None) -> TileSpec:
     """Open ``uri``'s header and build its TileSpec; raises TileError with a fix on bad input.
     ``fingerprint``: the one the listing made (fingerprint_of), worked out here when not given.
 
@@ -429,16 +429,16 @@ def describe_tile(uri: str, root: str, card: ModelCard, bands_override: tuple[in
         scale_offset=mapping.offset,
         radiometry=mapping.how,
         fingerprint=fingerprint or _fingerprint(uri),
-        pixel_areas=_pixel_areas(uri, crs, affine, height, width),
+        pixel_areas=_pixel_areas(uri, crs, affine, height, width, gsd_m),
     )
 
 
-def _pixel_areas(uri: str, crs: Any, affine: Any, height: int, width: int) -> PixelAreaModel:
+def _pixel_areas(uri: str, crs: Any, affine: Any, height: int, width: int, gsd_m: float | None = None) -> PixelAreaModel:
     """The tile's pixel-area model; where ground areas cannot be computed honestly (an engineering
     or unknown CRS, a degenerate transform, a geographic raster off the earth) the mask is still
     made, with null areas and one warning saying why and how to get areas."""
     try:
-        return pixel_area_model(crs, affine, height, width)
+        return pixel_area_model(crs, affine, height, width, gsd_m)
     except AreaError as exc:
         log.warning("%s: %s; the mask is written with the file's CRS and transform but its areas (m²) are null. "
                     "For areas, give the file a projected or geographic CRS and a matching transform "
@@ -451,17 +451,18 @@ class DescribeTileFn(beam.DoFn):
     """InputFile → TileSpec, or a keyed failure record on the ``failed`` output."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
-                 max_pixels: int = MAX_TILE_PIXELS, radiometry_mode: str = "card") -> None:
+                 max_pixels: int = MAX_TILE_PIXELS, radiometry_mode: str = "card", gsd_m: float | None = None) -> None:
         self._root = root
         self._card = card
         self._bands = bands
         self._max_pixels = max_pixels
         self._radiometry = radiometry_mode
+        self._gsd = gsd_m
 
     def process(self, element: InputFile) -> Iterator[object]:
         try:
             yield describe_tile(element.uri, self._root, self._card, self._bands, element.tile_id, self._max_pixels,
-                                element.fingerprint, self._radiometry)
+                                element.fingerprint, self._radiometry, self._gsd)
         except Exception as exc:  # noqa: BLE001 - any bad file becomes a failure row, never a crash
             yield keyed_failure(element.uri, element.tile_id, "discover", exc)
 
@@ -470,9 +471,9 @@ class DiscoverTiles(beam.PTransform):
     """InputFiles → TileSpecs (main) and the files that cannot be used (failed)."""
 
     def __init__(self, root: str, card: ModelCard, bands: tuple[int, ...] | None,
-                 max_pixels: int = MAX_TILE_PIXELS, radiometry_mode: str = "card") -> None:
+                 max_pixels: int = MAX_TILE_PIXELS, radiometry_mode: str = "card", gsd_m: float | None = None) -> None:
         super().__init__()
-        self._fn = DescribeTileFn(root, card, bands, max_pixels, radiometry_mode)
+        self._fn = DescribeTileFn(root, card, bands, max_pixels, radiometry_mode, gsd_m)
 
     def expand(self, uris: beam.PCollection) -> StageOutput:
         out = uris | "DescribeTiles" >> beam.ParDo(self._fn).with_outputs(FAILED, main="main")
