@@ -17,7 +17,7 @@ import numpy as np
 
 from common import fileio
 
-QUICKLOOK_SIDE = 256  # longest side of a quicklook, in pixels
+QUICKLOOK_SIDE = 200  # longest side of a quicklook, in pixels
 PNG_LEVEL = 3  # zlib level of mask pictures: flat colours compress well at once
 #: An input without overviews larger than this gets no quicklook (it would be decoded whole).
 MAX_DECODED_PIXELS = 64 * 1024 * 1024

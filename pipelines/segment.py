@@ -100,6 +100,7 @@ class RunSummary:
     zones_total: int = 0
     landable_area_m2: float = 0.0
     report_uri: str | None = None
+    without_zones: int = 0  # of ``failures``: tiles with a mask whose landing zones failed
 
     def line(self) -> str:
         if self.submitted:
@@ -109,7 +110,9 @@ class RunSummary:
                     f"{fileio.join(self.output, 'stats', self.run_id + '.json')} when it is done")
         text = (f"run {self.run_id}: {self.tiles_written} of {self.tiles_total} tiles segmented"
                 f"{f', {self.tiles_skipped} already up to date' if self.tiles_skipped else ''}"
-                f", {self.failures} failed; masks in {fileio.join(self.output, 'masks')}")
+                f", {self.failures - self.without_zones} failed"
+                f"{f', {self.without_zones} without landing zones (masks written)' if self.without_zones else ''}"
+                f"; masks in {fileio.join(self.output, 'masks')}")
         if self.out_of_domain:
             shown = ", ".join(self.out_of_domain[:5]) + (", ..." if len(self.out_of_domain) > 5 else "")
             text += (f"; {len(self.out_of_domain)} tile(s) look unlike what the model was trained on ({shown}): "
@@ -134,7 +137,8 @@ def read_summary(config: SegmentConfig) -> RunSummary:
                       pixels_segmented=int(data["pixels_segmented"]), wall_s=float(data["wall_s"]),
                       out_of_domain=tuple(data.get("tiles_out_of_domain", ())), zones_uri=data.get("zones_uri"),
                       zones_total=int(data.get("zones_total", 0)),
-                      landable_area_m2=float(data.get("landable_area_m2", 0.0)), report_uri=data.get("report_uri"))
+                      landable_area_m2=float(data.get("landable_area_m2", 0.0)), report_uri=data.get("report_uri"),
+                      without_zones=len(data.get("tiles_without_zones", ())))
 
 
 def build_pipeline(p: beam.Pipeline, config: SegmentConfig, started_at: dt.datetime | None = None) -> None:

@@ -216,6 +216,24 @@ def test_frames_without_crs_get_pixel_geometries_with_gsd(tmp_path: Path, model_
         assert shapely.from_wkb(r["geometry"]).equals(z.geometry)  # pixel coordinates (column, row)
 
 
+def test_pixels_coarser_than_the_touchdown_radius_get_no_zones(tmp_path: Path, model_dir: str) -> None:
+    """A 2 m pixel can hide a person from a drone that needs a 1.5 m disc: the tile keeps its mask
+    and stats, gets no zones, and its failure row says why and what to do; a 1 m tile beside it
+    is mapped."""
+    for name, size in (("coarse", 2.0), ("fine", 1.0)):
+        write_raster(tmp_path / f"{name}.tif", scene(200, 260, 4)[None], crs="EPSG:32633",
+                     transform=from_origin(500000, 4000000, size, size))
+    out = tmp_path / "out"
+    summary = segment.run(["--input", str(tmp_path / "*.tif"), "--output", str(out), "--model", model_dir,
+                           "--precision", "float32", "--landing", profile_file(tmp_path, max_hazard_probability=1.0)])
+    assert (summary.tiles_written, summary.failures, summary.without_zones) == (2, 1, 1)
+    assert "2 of 2 tiles segmented, 0 failed, 1 without landing zones (masks written)" in summary.line()
+    (row,) = pq.read_table(out / "failures" / f"{summary.run_id}.parquet").to_pylist()
+    assert (row["tile_id"], row["stage"]) == ("coarse", "landing")
+    assert "pixels are 2 m wide, coarser than the touchdown radius of 1.5 m" in row["message"]
+    assert {r["tile_id"] for r in zone_table(out, summary.run_id).to_pylist()} == {"fine"}
+
+
 def test_a_vrt_mosaic_maps_across_the_seam(tmp_path: Path, model_dir: str) -> None:
     """Two tiles side by side as one VRT give the zones of the single image: none break at the seam."""
     labels = scene(240, 400, 5)

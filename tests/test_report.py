@@ -21,6 +21,7 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
+from common.quicklook import QUICKLOOK_SIDE
 from model.card import load_card, save_card
 from pipelines import report as report_command
 from pipelines import segment
@@ -177,7 +178,10 @@ def test_failures_table_lists_every_failure_with_its_reason(run_out: dict) -> No
     expected = sorted([f["tile_id"], f["stage"], f["error_type"], f["message"]] for f in failures)
     assert sorted(page.failure_cells) == expected
     text = index_of(out).read_text()
-    assert "2 tile(s) failed" in text
+    # broken has no mask; frame has its mask but no zones: told apart, on the page and the last line
+    assert "<b>1 tile(s) failed</b> (no mask)" in text and "<b>1 tile(s) have a mask but no landing zones</b>" in text
+    assert "<b>1</b> failed, 1 with a mask but no landing zones" in text
+    assert "0 failed" not in run_out["summary"].line() and ", 1 failed, 1 without landing zones" in run_out["summary"].line()
 
 
 def test_the_page_is_self_contained_and_its_pictures_are_real(run_out: dict) -> None:
@@ -195,7 +199,7 @@ def test_the_page_is_self_contained_and_its_pictures_are_real(run_out: dict) -> 
     assert len(images) == 6  # input and mask of three tiles
     for ref in images:
         with Image.open(folder / ref) as im:
-            assert max(im.size) <= 256 and im.format == ("JPEG" if ref.endswith(".input.jpg") else "PNG")
+            assert max(im.size) <= QUICKLOOK_SIDE and im.format == ("JPEG" if ref.endswith(".input.jpg") else "PNG")
 
 
 def test_mask_quicklook_shows_the_masks_labels_in_the_cards_colours(run_out: dict, model_dir: str) -> None:
@@ -235,6 +239,26 @@ def test_tileseg_report_rebuilds_the_same_page(run_out: dict, capsys: pytest.Cap
     assert index_of(out).read_bytes() == before
     assert {p.name: p.read_bytes() for p in (index_of(out).parent / "img").iterdir()} == pictures
     assert "night1" in capsys.readouterr().out
+
+
+def test_a_moved_output_folder_is_reported_from_where_it_is_now(run_out: dict, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An output synced down or copied elsewhere (the summary names the old folder) is read from
+    the folder given, and every link stays relative, with --output given relatively too."""
+    import shutil
+
+    moved = tmp_path / "copy"
+    shutil.copytree(run_out["out"], moved)
+    shutil.rmtree(moved / "report")
+    monkeypatch.chdir(tmp_path)
+    assert report_command.main(["--output", "copy"]) == 0
+    page = parse(index_of(moved))
+    assert sorted(r["data-tile"] for r in page.rows) == ["frame", "sub/mercator", "utm"]
+    assert len(page.failure_cells) == 2
+    for ref in page.refs:
+        assert not ref.startswith("/") and str(run_out["out"]) not in ref, ref
+        assert (index_of(moved).parent / ref.split("#")[0]).resolve().is_relative_to(moved.resolve()), ref
+    assert f"written to {run_out['out']}" in index_of(moved).read_text()
 
 
 @pytest.mark.parametrize("run_id, message", [("nope", "no run 'nope'"), ("../x", "must be 1-128")])
@@ -280,6 +304,7 @@ def test_a_large_run_is_paginated_and_says_where_pictures_stop() -> None:
         many, OutputLayout("/out", "big"), {})["index.html"]
     chart = re.search(r'data-class="Land" data-value="([^"]+)"', pages["index.html"])
     assert chart is not None and float(chart.group(1)) == 60.0 * len(run.tiles)  # m²: every tile has a CRS
+    assert re.search(r'data-class="Water"[^>]*>[^<]* \(40\.0 %\)<', pages["index.html"])  # share of the area plotted
 
 
 def test_tiles_outside_the_models_domain_are_flagged_on_the_page() -> None:

@@ -121,6 +121,9 @@ def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, An
         write_manifest(layout.root, kept)
     summary = run_summary(kept, failed, layout, len(listed), started_at, now_utc(), stats_uri, failures_uri)
     summary.update(zone_info)
+    # Tiles whose mask was written but whose zones failed are failures too (the command exits 1),
+    # named apart so that "N failed" is not read as N tiles without a mask.
+    summary["tiles_without_zones"] = sorted({r["tile_id"] for r in failed if r["stage"] == "landing"})
     summary["model"] = {"id": card.model_id, "mask_nodata": card.mask_nodata,
                         "classes": [{"index": c.index, "name": c.name, "color": list(c.shown_color)}
                                     for c in card.classes]}

@@ -140,6 +140,7 @@ def compute_tile_zones(result: TileResult, layout: OutputLayout, card: ModelCard
             metric = GroundMetric.of(wkt, tuple(src.transform)[:6], src.height, src.width, settings.gsd_m)
         except GroundError as exc:
             raise LandingError(f"{result.source_uri}: {exc}") from None
+        _check_resolution(result, metric, settings)
         hazard_src = _hazard_source(result, layout, settings)
         try:
             zones = map_zones(src.height, src.width, window_reader(src, hazard_src, rules.nodata), metric, rules,
@@ -148,6 +149,19 @@ def compute_tile_zones(result: TileResult, layout: OutputLayout, card: ModelCard
             if hazard_src is not None:
                 hazard_src.close()
     return _record(result, card, settings, zones, metric)
+
+
+def _check_resolution(result: TileResult, metric: GroundMetric, settings: LandingSettings) -> None:
+    """A pixel wider than the touchdown radius hides hazards the vehicle cannot land on (a person,
+    a post): such a tile gets no zones rather than zones that look safe (e.g. 30 m satellite
+    pixels for a 1.5 m drone)."""
+    pixel_m = max(metric.sampling)
+    radius = settings.profile.touchdown_radius_m
+    if pixel_m > radius:
+        raise LandingError(f"{result.source_uri}: its pixels are {pixel_m:.3g} m wide, coarser than the touchdown "
+                           f"radius of {radius:g} m of profile {settings.profile.name!r}: a hazard smaller than a pixel "
+                           f"cannot be seen, so no ground is called safe; map zones on imagery of at most {radius:g} m "
+                           "per pixel (or check --gsd)")
 
 
 def _hazard_source(result: TileResult, layout: OutputLayout, settings: LandingSettings) -> Any:

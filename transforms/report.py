@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TILES_PER_PAGE = 100
 MAX_QUICKLOOKS = 300  # tiles, in table order, that get pictures
 MAX_ZONES_DRAWN = 200  # per tile, the best-scoring first
+TOUCHDOWNS_DRAWN = 20  # per tile: the touchdown points of the best zones
 REPORT_FORMAT = 1
 PICTURE_THREADS = 4
 
@@ -78,6 +79,7 @@ class TileEntry:
     zones: dict[str, Any] | None = None
     zone_shapes: list[dict[str, Any]] = field(default_factory=list)
     georeferenced_zones: bool = True
+    precision: str = ""
 
 
 @dataclass
@@ -132,6 +134,7 @@ def load_run(layout: OutputLayout, summary: dict[str, Any] | None = None) -> Run
         with fileio.open_file(uri, "r") as f:
             summary = json.load(f)
     assert summary is not None
+    summary = _rebased(summary, layout)
     stats = _table(summary.get("stats_uri"))
     model = summary.get("model") or {}
     classes = [ClassEntry(int(c["index"]), str(c["name"]), _rgb(c["color"])) for c in model.get("classes", [])]
@@ -139,6 +142,8 @@ def load_run(layout: OutputLayout, summary: dict[str, Any] | None = None) -> Run
         names = sorted({(r["class_index"], r["class_name"]) for r in stats.select(["class_index", "class_name"]).to_pylist()})
         classes = [ClassEntry(i, n, _fallback_color(i)) for i, n in names]
     tiles = _tiles(stats, len(classes))
+    for t in tiles:
+        t.mask_uri = _moved(t.mask_uri, summary["written_to"], layout.root) or t.mask_uri
     failures = _table(summary.get("failures_uri"))
     _attach_zones(tiles, summary)
     return RunData(summary, classes, model.get("mask_nodata"), tiles,
@@ -148,6 +153,29 @@ def load_run(layout: OutputLayout, summary: dict[str, Any] | None = None) -> Run
 def _rgb(value: Sequence[Any]) -> tuple[int, int, int]:
     r, g, b = (int(v) for v in value)
     return r, g, b
+
+
+#: The summary's file URIs, read again where the output folder is now.
+_URI_KEYS = ("stats_uri", "failures_uri", "zones_uri", "zones_pixels_uri", "zones_summary_uri", "stac_uri")
+
+
+def _moved(uri: str | None, old: str, new: str) -> str | None:
+    """``uri`` under the output folder ``old`` → the same file under ``new``; other URIs as they are."""
+    old, new = old.rstrip("/"), new.rstrip("/")
+    if not uri or not old or old == new:
+        return uri
+    return new + uri[len(old):] if uri == old or uri.startswith(old + "/") else uri
+
+
+def _rebased(summary: dict[str, Any], layout: OutputLayout) -> dict[str, Any]:
+    """The summary with its files under ``layout.root``: an output folder moved, copied or synced
+    down from a bucket is read where it is now (never from where it was written), and the page's
+    links to it stay relative. ``written_to`` keeps the folder the run wrote."""
+    old = str(summary.get("output") or layout.root)
+    out = {**summary, "written_to": old, "output": layout.root}
+    for key in _URI_KEYS:
+        out[key] = _moved(summary.get(key), old, layout.root)
+    return out
 
 
 def _fallback_color(i: int) -> tuple[int, int, int]:
@@ -169,7 +197,7 @@ def _tiles(stats: pa.Table | None, num_classes: int) -> list[TileEntry]:
                 r["tile_id"], r["source_uri"], r["mask_uri"], bool(r["reused"]), int(r["valid_pixel_count"]),
                 int(r["total_pixel_count"]), [0] * num_classes, [0.0] * num_classes, r["crs"], r["pixel_size_m"],
                 r["mean_confidence"], r["in_domain"], r["domain_note"] or "", r["radiometry"] or "",
-                r["processed_at"])
+                r["processed_at"], precision=r["precision"] or "")
         k = int(r["class_index"])
         if k < num_classes:
             t.counts[k] = int(r["pixel_count"])
@@ -231,15 +259,16 @@ def _zone_overlay(tile: TileEntry, ql: Quicklook) -> str:
         return shapely.transform(geom, f)
 
     parts = []
-    for z in tile.zone_shapes:
+    for rank, z in enumerate(tile.zone_shapes):
         poly = scaled(shapely.from_wkb(z["geometry"])).simplify(0.4)
         d = _svg_path(poly)
-        title = html.escape(f"zone {z['zone_id']}: {z['area_m2']:.0f} m², clearance {z['clearance_m']:.1f} m, "
+        title = html.escape(f"zone {z['zone_id']}: {_area_text(z['area_m2'])}, clearance {z['clearance_m']:.1f} m, "
                             f"score {z['score']:.2f}")
         if d:
             parts.append(f'<path d="{d}"><title>{title}</title></path>')
-        p = scaled(shapely.from_wkb(z["touchdown"]))
-        parts.append(f'<circle cx="{p.x:.1f}" cy="{p.y:.1f}" r="2.5"><title>{title}</title></circle>')
+        if rank < TOUCHDOWNS_DRAWN:  # the best zones' points; more would hide the mask
+            p = scaled(shapely.from_wkb(z["touchdown"]))
+            parts.append(f'<circle cx="{p.x:.1f}" cy="{p.y:.1f}" r="2.5"><title>{title}</title></circle>')
     return (f'<svg class="zones" viewBox="0 0 {ql.width} {ql.height}" width="{ql.width}" height="{ql.height}" '
             f'aria-label="landing zones">{"".join(parts)}</svg>')
 
@@ -284,7 +313,7 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;f
 .sw{display:inline-block;width:.9rem;height:.9rem;border:1px solid #555;vertical-align:middle;margin-right:.3rem}
 .ql{position:relative;display:inline-block;margin-right:.3rem;
 background:repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 0 0/12px 12px}
-.ql img{display:block}td.qls{white-space:nowrap}.ql svg.zones{position:absolute;left:0;top:0}
+.ql img{display:block}td.qls{white-space:nowrap}td.wide{min-width:9rem}.ql svg.zones{position:absolute;left:0;top:0}
 svg.zones path{fill:rgba(255,255,255,.25);stroke:#000;stroke-width:1.2;fill-rule:evenodd}
 svg.zones circle{fill:#fff;stroke:#000;stroke-width:1.2}
 .flag{background:#fde2c8;color:#7a2e00;padding:.05rem .35rem;border-radius:.2rem;font-weight:600}
@@ -304,7 +333,18 @@ def _num(v: float | None, digits: int = 0) -> str:
 
 
 def _area_text(m2: float) -> str:
-    return f"{m2 / 1e6:,.3f} km²" if m2 >= 1e6 else f"{m2:,.0f} m²"
+    if m2 >= 1e6:
+        return f"{m2 / 1e6:,.2f} km²"
+    return f"{m2 / 1e4:,.2f} ha" if m2 >= 1e5 else f"{m2:,.0f} m²"
+
+
+def _when(iso: str | None) -> str:
+    """An ISO time as '2026-12-07 16:33:12 UTC'."""
+    try:
+        t = dt.datetime.fromisoformat(str(iso)).astimezone(dt.UTC)
+    except ValueError:
+        return _e(iso or "–")
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _legend(classes: Sequence[ClassEntry]) -> str:
@@ -331,13 +371,13 @@ def _run_chart(run: RunData) -> str:
     in_m2 = bool(run.tiles) and all(t.areas is not None for t in run.tiles)
     values = [sum((t.areas or [0.0] * len(run.classes))[c.index] if in_m2 else t.counts[c.index] for t in run.tiles)
               for c in run.classes]
-    valid = sum(t.valid for t in run.tiles)
+    total = float(sum(values))
     top = max(values, default=0) or 1
     row_h, label_w, bar_w = 22, 190, 420
     rows = []
     for i, (c, v) in enumerate(zip(run.classes, values)):
         y = i * row_h
-        share = (sum(t.counts[c.index] for t in run.tiles) / valid) if valid else 0.0
+        share = v / total if total else 0.0  # of the quantity plotted: area, or pixels
         text = _area_text(v) if in_m2 else f"{v:,.0f} px"
         rows.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{_e(c.name)}</text>'
                     f'<rect x="{label_w}" y="{y + 3}" width="{bar_w * v / top:.1f}" height="{row_h - 6}" '
@@ -358,15 +398,18 @@ def _summary_table(run: RunData) -> str:
     mpix = s.get("pixels_segmented", 0) / 1e6
     rows: list[tuple[str, str]] = [
         ("input", _e(settings.get("input", "–"))),
-        ("output", _e(s.get("output", "–"))),
+        ("output", _e(s.get("output", "–")) + (f' <span class="note">(written to {_e(s["written_to"])})</span>'
+                                               if s.get("written_to") not in (None, s.get("output")) else "")),
         ("tiles", f'{s.get("tiles_total", 0)} listed: <b>{s.get("tiles_written", 0)}</b> segmented, '
-                  f'{s.get("tiles_skipped", 0)} already up to date (skipped), <b>{s.get("tiles_failed", 0)}</b> failed'),
+                  f'{s.get("tiles_skipped", 0)} already up to date (skipped), <b>{len(_failed_tiles(run))}</b> failed'
+                  + (f", {len(_without_zones(run))} with a mask but no landing zones" if _without_zones(run) else "")),
         ("out of domain", f'{len(s.get("tiles_out_of_domain", []))} tile(s)'),
         ("megapixels segmented", f"{mpix:,.1f}"),
-        ("wall time", f"{_num(wall, 1)} s ({_e(s.get('started_at', ''))} → {_e(s.get('finished_at', ''))})"),
-        ("throughput", f"{mpix / wall:,.2f} MPix/s" if wall else "–"),
+        ("wall time", f"{_num(wall, 1)} s ({_when(s.get('started_at'))} to {_when(s.get('finished_at'))})"),
+        ("throughput", f"{mpix / wall:,.2f} MPix/s" if wall and mpix else
+                       "– (nothing segmented: every tile was up to date or failed)"),
         ("model", f"{_e((s.get('model') or {}).get('id', settings.get('model', '–')))}, precision "
-                  f"{_e(', '.join(s.get('precision', [])) or settings.get('precision', '–'))}"),
+                  f"{_e(', '.join(sorted({t.precision for t in run.tiles if t.precision})) or settings.get('precision', '–'))}"),
         ("settings", _e(", ".join(f"{k} {v}" for k, v in settings.items()
                                   if k not in ("input", "output", "model", "landing") and v is not None))),
     ]
@@ -396,6 +439,9 @@ def _relative(layout: OutputLayout, uri: str) -> str:
     if uri.startswith(root):
         return "../../" + uri[len(root):]
     return uri
+
+
+_CELL_CLASS = {0: ' class="qls"', 5: ' class="wide"', 6: ' class="wide"'}
 
 
 def _tile_rows(run: RunData, tiles: Sequence[tuple[int, TileEntry]], layout: OutputLayout,
@@ -436,8 +482,20 @@ def _tile_rows(run: RunData, tiles: Sequence[tuple[int, TileEntry]], layout: Out
                          f'{z["zone_count"]} zone(s), {_area_text(float(z["landable_area_m2"] or 0.0))}'
                          + (f', best clearance {z["largest_clearance_m"]:.1f} m' if z["largest_clearance_m"] is not None else ""))
         rows.append(f'<tr class="tile" data-tile="{_e(t.tile_id)}" data-valid="{t.valid}" {count_attrs} {area_attrs}>'
-                    + "".join(f'<td{" class=qls" if i == 0 else ""}>{c}</td>' for i, c in enumerate(cells)) + "</tr>")
+                    + "".join(f"<td{_CELL_CLASS.get(i, '')}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
     return f'<table id="tiles">{head}{"".join(rows)}</table>'
+
+
+def _without_zones(run: RunData) -> list[str]:
+    """Tiles whose mask was written but whose landing zones failed (failure stage "landing")."""
+    masked = {t.tile_id for t in run.tiles}
+    return sorted({str(f.get("tile_id")) for f in run.failures if f.get("stage") == "landing"} & masked)
+
+
+def _failed_tiles(run: RunData) -> list[str]:
+    """Tiles that ended without a mask."""
+    masked = {t.tile_id for t in run.tiles}
+    return sorted({str(f.get("tile_id")) for f in run.failures} - masked)
 
 
 def _failures_table(run: RunData) -> str:
@@ -471,7 +529,6 @@ def _page_name(p: int) -> str:
 
 def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | None, str | None, str]]) -> dict[str, str]:
     """The report's HTML files by name (index.html first, then one per further page of tiles)."""
-    s = run.summary
     numbered = list(enumerate(run.tiles))
     pages = max(1, math.ceil(len(numbered) / TILES_PER_PAGE))
     flagged = [t for t in run.tiles if t.in_domain is False]
@@ -481,9 +538,12 @@ def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | N
         warn = (f'<div class="warn" id="domain-warning"><b>{len(flagged)} tile(s) look unlike what the model was '
                 f"trained on</b> ({shown}): their masks are written, but check them before relying on them; "
                 "their landing zones are marked and never scored as safe as in-domain ones.</div>")
-    if s.get("tiles_failed"):
-        warn += (f'<div class="warn"><b>{s["tiles_failed"]} tile(s) failed</b>: see <a href="index.html#failures">'
-                 "failures</a> for the reasons and what to do.</div>")
+    if _failed_tiles(run):
+        warn += (f'<div class="warn"><b>{len(_failed_tiles(run))} tile(s) failed</b> (no mask): see '
+                 '<a href="index.html#failures">failures</a> for the reasons and what to do.</div>')
+    if _without_zones(run):
+        warn += (f'<div class="warn"><b>{len(_without_zones(run))} tile(s) have a mask but no landing zones</b>: '
+                 'see <a href="index.html#failures">failures</a> (stage "landing") for why and what to do.</div>')
     pictures_note = ""
     if len(run.tiles) > MAX_QUICKLOOKS:
         pictures_note = (f'<p class="note" id="quicklook-note">Quicklooks are shown for the first {MAX_QUICKLOOKS} '
