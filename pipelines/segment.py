@@ -118,8 +118,9 @@ class RunSummary:
             text += (f"; {len(self.out_of_domain)} tile(s) look unlike what the model was trained on ({shown}): "
                      "see in_domain and domain_note in the stats")
         if self.zones_uri:
-            text += (f"; {self.zones_total} landing zone(s), {self.landable_area_m2:,.0f} m² landable, in "
-                     f"{self.zones_uri}")
+            area = (f"{self.landable_area_m2 / 1e6:,.2f} km²" if self.landable_area_m2 >= 1e6
+                    else f"{self.landable_area_m2:,.0f} m²")
+            text += f"; {self.zones_total} landing zone(s), {area} landable, in {self.zones_uri}"
         if self.failures_uri:
             text += f"; failures listed in {self.failures_uri}"
         if self.report_uri:

@@ -67,3 +67,5 @@ def test_other_runners_give_the_direct_runners_outputs(tile_set: dict[str, str],
     progress = [r.getMessage() for r in caplog.records if r.name == "tileseg.progress"]
     assert progress and all(f"of {len(tile_set)} tiles written" in m for m in progress), progress
     assert any(not m.startswith("0 of") for m in progress), progress
+    written = [int(m.split(" of ")[0]) for m in progress]
+    assert written == sorted(written), progress  # never back to 0 when the last step removes the staging
