@@ -19,19 +19,16 @@ from rasterio.transform import from_origin
 
 from common.ground import GroundMetric
 from common.zones import array_reader, map_zones
-from model.card import save_card
 from model.landing import load_profile
 from pipelines import segment
 from pipelines import zones as zones_command
-from tests.models import write_identity_model
+from tests.models import write_identity_model, write_landing_model
 from tests.rasters import write_raster
 from transforms.landing import LandingSettings
 
 pytestmark = pytest.mark.slow
 
 SAFE, CAUTION, BUILDING, WATER = 0, 1, 2, 3
-ROLES = {"class0": "safe", "class1": "caution", "class2": "hazard", "class3": "hazard", "class4": "safe",
-         "class5": "safe", "class6": "safe"}
 PROFILE = {"touchdown_radius_m": 1.5, "hazard_buffer_m": {"default": 1.0, "class3": 4.0}, "min_area_m2": 10.0,
            "max_hazard_probability": 0.5}
 
@@ -39,8 +36,7 @@ PROFILE = {"touchdown_radius_m": 1.5, "hazard_buffer_m": {"default": 1.0, "class
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = str(tmp_path_factory.mktemp("identity"))
-    card = write_identity_model(d, patch_size=128, halo=16)
-    save_card(dataclasses.replace(card, landing={"roles": ROLES, "why": "test roles"}), d)
+    write_landing_model(d)
     return d
 
 

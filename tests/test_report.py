@@ -7,7 +7,6 @@ labels out), so the masks equal the inputs and every number on the page can be p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from html.parser import HTMLParser
@@ -22,18 +21,16 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
 from common.quicklook import QUICKLOOK_SIDE
-from model.card import load_card, save_card
+from model.card import load_card
 from pipelines import report as report_command
 from pipelines import segment
-from tests.models import write_identity_model
+from tests.models import write_landing_model
 from tests.rasters import write_raster
 from transforms import report
 from transforms.masks import OutputLayout
 
 pytestmark = pytest.mark.slow
 
-ROLES = {"class0": "safe", "class1": "caution", "class2": "hazard", "class3": "hazard", "class4": "safe",
-         "class5": "safe", "class6": "safe"}
 PROFILE = {"touchdown_radius_m": 1.5, "hazard_buffer_m": {"default": 1.0}, "min_area_m2": 10.0,
            "max_hazard_probability": 1.0}
 
@@ -107,8 +104,7 @@ def parse(path: Path) -> Page:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = str(tmp_path_factory.mktemp("identity"))
-    card = write_identity_model(d, patch_size=128, halo=16)
-    save_card(dataclasses.replace(card, landing={"roles": ROLES, "why": "test roles"}), d)
+    write_landing_model(d)
     return d
 
 
