@@ -313,7 +313,9 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;f
 .sw{display:inline-block;width:.9rem;height:.9rem;border:1px solid #555;vertical-align:middle;margin-right:.3rem}
 .ql{position:relative;display:inline-block;margin-right:.3rem;
 background:repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 0 0/12px 12px}
-.ql img{display:block}td.qls{white-space:nowrap}td.wide{min-width:9rem}.ql svg.zones{position:absolute;left:0;top:0}
+.ql img{display:block}td.qls{white-space:nowrap}td.wide{min-width:6.5rem}td.tilecell{min-width:10rem}
+td.num{white-space:nowrap}#tiles{width:100%}
+.path{overflow-wrap:anywhere}.ql svg.zones{position:absolute;left:0;top:0}
 svg.zones path{fill:rgba(255,255,255,.25);stroke:#000;stroke-width:1.2;fill-rule:evenodd}
 svg.zones circle{fill:#fff;stroke:#000;stroke-width:1.2}
 .flag{background:#fde2c8;color:#7a2e00;padding:.05rem .35rem;border-radius:.2rem;font-weight:600}
@@ -441,7 +443,8 @@ def _relative(layout: OutputLayout, uri: str) -> str:
     return uri
 
 
-_CELL_CLASS = {0: ' class="qls"', 5: ' class="wide"', 6: ' class="wide"'}
+_CELL_CLASS = {0: ' class="qls"', 1: ' class="tilecell"', 3: ' class="num"', 4: ' class="num"', 5: ' class="wide"',
+               6: ' class="wide"'}
 
 
 def _tile_rows(run: RunData, tiles: Sequence[tuple[int, TileEntry]], layout: OutputLayout,
@@ -468,7 +471,7 @@ def _tile_rows(run: RunData, tiles: Sequence[tuple[int, TileEntry]], layout: Out
         cells = [
             ql,
             f'<b>{_e(t.tile_id)}</b><br><a href="{_e(_relative(layout, t.mask_uri))}">mask</a> · '
-            f'<span class="note">{_e(t.source_uri)}</span><br><span class="note">'
+            f'<span class="note path">{_e(t.source_uri)}</span><br><span class="note">'
             f'{t.total:,} px, {100 * t.valid / t.total if t.total else 0:.1f} % valid'
             f'{", up to date (earlier run)" if t.reused else ""}</span>',
             _stack_bar(t.counts, run.classes) + f"<br><span class=\"note\">{shares}</span>",
