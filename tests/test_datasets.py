@@ -15,6 +15,8 @@ from training.datasets import IGNORE, DatasetError, Sample
 DUBAI_SHARES = (13.3, 52.4, 9.4, 10.3, 13.6)
 CAMVID_SHARES = (16.8, 23.2, 1.0, 31.6, 4.5, 9.9, 1.2, 1.1, 5.9, 0.6, 0.3)
 CAMVID_IGNORE_SHARE = 4.0
+# background, person, bike, car, obstacle, construction, vegetation, road (all 171 frames)
+AEROSCAPES_SHARES = (15.8, 0.9, 0.2, 0.7, 0.3, 0.3, 29.8, 52.0)
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,37 @@ def test_dubai_split_sizes(root: Path) -> None:
     assert (len(train), len(val)) == (56, 16)
     assert not {s.name for s in train} & {s.name for s in val}
     assert all(s.name.endswith(("image_part_008", "image_part_009")) for s in val)
+
+
+def test_aeroscapes_folds_leave_one_flight_out(root: Path) -> None:
+    sizes = {"001101": 37, "040001": 71, "200002": 63}
+    for fold, (_, flight) in enumerate(datasets.AEROSCAPES_FLIGHTS):
+        train = datasets.split("aeroscapes", "train", fold, root=root)
+        val = datasets.split("aeroscapes", "val", fold, root=root)
+        assert {s.name.split("_")[0] for s in val} == {flight} and len(val) == sizes[flight]
+        assert flight not in {s.name.split("_")[0] for s in train}  # never frames of the held-out flight
+        assert len(train) + len(val) == 171
+    with pytest.raises(DatasetError, match="fold must be 0..2"):
+        datasets.split("aeroscapes", "val", 3, root=root)
+
+
+def test_aeroscapes_labels_keep_the_eight_classes_that_occur(root: Path) -> None:
+    samples = datasets.split("aeroscapes", "train", 0, root=root) + datasets.split("aeroscapes", "val", 0, root=root)
+    shares = _shares("aeroscapes", samples)
+    assert shares[8:].sum() == 0  # drone, boat, animal, sky: absent, never a class
+    np.testing.assert_allclose(shares[:8], AEROSCAPES_SHARES, atol=0.06)
+    image = datasets.load_image(samples[0], datasets.spec("aeroscapes"))
+    assert image.shape == (720, 1280, 3) and image.dtype == np.uint8
+
+
+def test_aeroscapes_values_beyond_its_classes_are_refused(tmp_path: Path) -> None:
+    label = tmp_path / "x.png"
+    Image.fromarray(np.full((4, 4), 12, np.uint8)).save(label)
+    with pytest.raises(DatasetError, match="expected Aeroscapes class indices"):
+        datasets.load_label(Sample(str(label), str(label), "x"), datasets.spec("aeroscapes"))
+    Image.fromarray(np.array([[0, 4, 7, 11]], np.uint8)).save(label)  # background, drone, obstacle, sky
+    np.testing.assert_array_equal(datasets.load_label(Sample(str(label), str(label), "x"), datasets.spec("aeroscapes")),
+                                  [[0, IGNORE, 4, IGNORE]])
 
 
 def test_camvid_split_sizes(root: Path) -> None:

@@ -1,8 +1,9 @@
 """Real labelled datasets: split lists and image/label loaders.
 
-Three datasets from ``$TILESEG_DATA`` (default ``../shared/data`` beside the checkout; see its
-README.md): ``dubai-aerial`` (colour-coded RGB/palette masks), ``camvid`` (class-index PNGs) and
-``membrane`` (binary greyscale masks). Labels always come back as (H, W) uint8 class indices with
+Four datasets from ``$TILESEG_DATA`` (default ``../shared/data`` beside the checkout; see its
+README.md): ``dubai-aerial`` (colour-coded RGB/palette masks), ``camvid`` (class-index PNGs),
+``membrane`` (binary greyscale masks) and ``aeroscapes`` (drone frames, class-index PNGs, split by
+flight). Labels always come back as (H, W) uint8 class indices with
 ``IGNORE`` where a pixel is unlabelled, so losses and metrics can treat the three alike.
 """
 
@@ -32,6 +33,13 @@ _DUBAI_IGNORE_COLOURS = ((155, 155, 155), (0, 0, 0))
 _CAMVID_UNLABELLED = 11
 _MEMBRANE_FOLDS = 5
 _MEMBRANE_COUNT = 30
+#: Aeroscapes: (folder, flight) of the three flights here. Frames of one flight are consecutive
+#: video frames, near duplicates: folds leave one flight out, never frames of a flight.
+AEROSCAPES_FLIGHTS = (("seq2", "001101"), ("seq3", "040001"), ("seq7", "200002"))
+#: Aeroscapes' 12 label values → the 8 classes that occur here (README: drone, boat, animal and
+#: sky never do); those four become IGNORE rather than classes no image can teach.
+_AEROSCAPES_KEEP = {0: 0, 1: 1, 2: 2, 3: 3, 7: 4, 8: 5, 9: 6, 10: 7}
+_AEROSCAPES_VALUES = 12
 
 
 class DatasetError(ValueError):
@@ -79,6 +87,18 @@ _SPECS: dict[str, DatasetSpec] = {
             (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
         ),
         license="CC BY-NC 4.0 (non-commercial research use only)",
+        in_channels=3,
+    ),
+    "aeroscapes": DatasetSpec(
+        name="aeroscapes",
+        class_names=("background", "person", "bike", "car", "obstacle", "construction", "vegetation", "road"),
+        # Index masks carry no colours; these are display colours (Okabe-Ito based): hazards warm
+        # and saturated, ground muted.
+        class_colors=((190, 190, 190), (213, 94, 0), (204, 121, 167), (0, 114, 178), (230, 159, 0),
+                      (140, 81, 10), (0, 158, 115), (89, 89, 89)),
+        license="CC BY-SA 4.0 per a dataset catalogue (the authors' repository states none): research use, "
+                "attribute Nigam, Huang, Ramanan, 'Ensemble knowledge transfer for semantic segmentation', "
+                "WACV 2018; derived data share-alike",
         in_channels=3,
     ),
     "membrane": DatasetSpec(
@@ -169,8 +189,28 @@ def _membrane_split(root: Path, which: str, fold: int) -> list[Sample]:
     return samples
 
 
+def _aeroscapes_split(root: Path, which: str, fold: int) -> list[Sample]:
+    """Fold k: flight k is val, the other two train (leave one flight out)."""
+    if not 0 <= fold < len(AEROSCAPES_FLIGHTS):
+        raise DatasetError(f"aeroscapes fold must be 0..{len(AEROSCAPES_FLIGHTS) - 1} (the flight left out), got {fold}")
+    base = _require_dir(root / "aeroscapes")
+    chosen = [f for k, f in enumerate(AEROSCAPES_FLIGHTS) if (k == fold) == (which == "val")]
+    samples = []
+    for folder, flight in chosen:
+        images = _require_dir(base / folder / "images")
+        for image in sorted(images.glob(f"{flight}_*.jpg")):
+            label = base / folder / "gts" / f"{image.stem}.png"
+            if not label.is_file():
+                raise DatasetError(f"label {label} for image {image} is missing; restore the aeroscapes copy")
+            samples.append(Sample(str(image), str(label), image.stem))
+    if not samples:
+        raise DatasetError(f"no aeroscapes frames under {base} for flights {[f for _, f in chosen]}")
+    return samples
+
+
 def split(name: str, which: str, fold: int = 0, root: Path | None = None) -> list[Sample]:
-    """Samples of ``which`` ("train" or "val") for dataset ``name``; ``fold`` only for membrane."""
+    """Samples of ``which`` ("train" or "val") for dataset ``name``; ``fold`` for membrane (0-4)
+    and aeroscapes (0-2: the flight held out)."""
     spec(name)  # validates the name with a helpful message
     if which not in ("train", "val"):
         raise DatasetError(f"split must be 'train' or 'val', got {which!r}")
@@ -179,6 +219,8 @@ def split(name: str, which: str, fold: int = 0, root: Path | None = None) -> lis
         samples = _dubai_split(root, which)
     elif name == "camvid":
         samples = _camvid_split(root, which)
+    elif name == "aeroscapes":
+        samples = _aeroscapes_split(root, which, fold)
     else:
         samples = _membrane_split(root, which, fold)
     log.debug("%s/%s (fold %d): %d samples", name, which, fold, len(samples))
@@ -262,6 +304,14 @@ def load_label(sample: Sample, ds: DatasetSpec) -> np.ndarray:
     if ds.name == "membrane":
         # 0 = membrane (class 0), 255 = cell interior (class 1); threshold any in-between values.
         return (raw >= 128).astype(np.uint8)
+    if ds.name == "aeroscapes":
+        if raw.max(initial=0) >= _AEROSCAPES_VALUES:
+            raise DatasetError(f"label {path} has value {int(raw.max())}; expected Aeroscapes class indices "
+                               f"0..{_AEROSCAPES_VALUES - 1}")
+        table = np.full(256, IGNORE, np.uint8)
+        for value, index in _AEROSCAPES_KEEP.items():
+            table[value] = index
+        return table[raw]
     raise DatasetError(f"no label rule for dataset {ds.name!r}")
 
 

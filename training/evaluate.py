@@ -103,10 +103,11 @@ def _landing(a: argparse.Namespace, card: ModelCard, predictor: Predictor) -> in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tileseg evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--dataset", choices=("dubai-aerial", "camvid", "membrane", kampala.FOLDER),
+    parser.add_argument("--dataset", choices=("dubai-aerial", "camvid", "membrane", "aeroscapes", kampala.FOLDER),
                         help=f"{kampala.FOLDER}: partial Building labels; prints Building IoU, precision, recall")
     parser.add_argument("--split", default="val", choices=("train", "val"))
-    parser.add_argument("--fold", type=int, default=0, help="membrane cross-validation fold (0-4)")
+    parser.add_argument("--fold", type=int, default=0,
+                        help="membrane cross-validation fold (0-4); aeroscapes: the flight held out (0-2)")
     parser.add_argument("--images")
     parser.add_argument("--labels")
     parser.add_argument("--label_format", default="index", choices=("index", "rgb"))
