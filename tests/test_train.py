@@ -394,3 +394,16 @@ def test_conv_stem_keeps_shapes_and_alignment_and_learns_texture_the_pool_stem_a
     np.testing.assert_allclose(out[0, :, :, 1], -1.0, atol=1e-6)  # the stripes the pool averages away
     with pytest.raises(ValueError, match="stem"):
         builder(**kw, stem="bogus")
+
+
+def test_cross_validation_means_skip_folds_where_a_class_is_absent() -> None:
+    from training.train import _cv_mean
+
+    rows = [{"miou": 0.5, "pixel_error": 0.2, "per_class_iou": {"road": 0.8, "person": None},
+             "per_class_recall": {"road": 0.9, "person": None}},
+            {"miou": 0.7, "pixel_error": 0.1, "per_class_iou": {"road": 0.6, "person": 0.4},
+             "per_class_recall": {"road": 0.7, "person": 0.5}}]
+    mean = _cv_mean(rows)
+    assert mean["miou"] == 0.6 and mean["pixel_error"] == 0.15 and "cell_iou" not in mean
+    assert mean["per_class_iou"] == {"road": 0.7, "person": 0.4}  # person: the one fold it occurs in
+    assert mean["per_class_recall"] == {"road": 0.8, "person": 0.5}

@@ -66,7 +66,9 @@ def _load(a: argparse.Namespace, fold: int) -> TrainingData:
         val_s = datasets.split(a.dataset, "val", fold)
         rule = {"dubai-aerial": "val = image_part_008 and image_part_009 of every tile",
                 "camvid": "train = the 184 frames present (every other of the 367), val = the 101 val frames",
-                "membrane": f"5-fold by image index; fold {fold} holds out images {fold * 6}-{fold * 6 + 5}"}[a.dataset]
+                "membrane": f"5-fold by image index; fold {fold} holds out images {fold * 6}-{fold * 6 + 5}",
+                "aeroscapes": "leave one flight out; fold {} holds out flight {}".format(
+                    fold, datasets.AEROSCAPES_FLIGHTS[fold][1] if 0 <= fold < 3 else "?")}[a.dataset]
         return TrainingData(spec, load_samples(train_s, spec), load_samples(val_s, spec),
                             {"rule": rule, "train_images": len(train_s), "val_images": len(val_s), "fold": fold})
     spec = _folder_spec(a)

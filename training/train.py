@@ -1,6 +1,6 @@
 """``tileseg train``: train a U-Net (or the FCN-8s baseline) on a labelled dataset and export it.
 
-    tileseg train --dataset {dubai-aerial,camvid,membrane,folder} [--arch unet|fcn] [--out DIR]
+    tileseg train --dataset {dubai-aerial,camvid,membrane,aeroscapes,folder} [--arch unet|fcn] [--out DIR]
                   [--fold K|all] [--epochs N] [--max_minutes M] [--seed S] [architecture/optimiser options]
 
 Each dataset has a preset (``PRESETS``: architecture, crop, batch, schedule, augmentation, patch
@@ -17,6 +17,8 @@ the exported file and bfloat16/float16 label agreement.
 
 Membrane cross-validation (``--fold all``) trains the five folds for a fixed number of epochs and
 exports the last weights: the held-out fold never chooses anything, so its figures are unbiased.
+Aeroscapes' ``--fold all`` trains its three leave-one-flight-out folds (the preset's schedule; see
+``PRESETS``) and reports mIoU, per-class IoU and recall for each and their means in ``cv.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import os
 import shlex
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=sorted(PRESETS))
     p.add_argument("--arch", default="unet", choices=("unet", "fcn"))
     p.add_argument("--out", help="model directory to write (default model/weights/<name>)")
-    p.add_argument("--fold", default="0", help="membrane fold 0-4, or 'all' for 5-fold cross-validation")
+    p.add_argument("--fold", default="0", help="membrane fold 0-4 or aeroscapes fold 0-2 (the flight held out), "
+                                               "or 'all' for their cross-validation")
     g = p.add_argument_group("folder dataset")
     g.add_argument("--images"), g.add_argument("--labels")
     g.add_argument("--val_images"), g.add_argument("--val_labels")
@@ -87,15 +91,42 @@ def run_one(a: argparse.Namespace, fold: int, out: str, command: str) -> ModelCa
     return export_model(cfg, data, result, out, command)
 
 
+#: Datasets with cross-validation folds, and how many.
+CV_FOLDS = {"membrane": 5, "aeroscapes": 3}
+
+
+def _cv_row(fold: int, card: ModelCard) -> dict[str, Any]:
+    m = card.metrics
+    row: dict[str, Any] = {"fold": fold, "miou": m["miou"], "pixel_error": m["pixel_error"],
+                              "per_class_iou": m["per_class_iou"], "per_class_recall": m.get("per_class_recall"),
+                              "wall_time_s": card.training["wall_time_s"]}
+    if "cell" in m["per_class_iou"]:
+        row["cell_iou"] = m["per_class_iou"]["cell"]
+    return row
+
+
+def _cv_mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over folds; a class's IoU or recall over the folds where it is defined (it occurs)."""
+    mean: dict[str, Any] = {k: round(float(np.mean([r[k] for r in rows])), 4)
+                            for k in ("miou", "pixel_error", "cell_iou") if all(k in r for r in rows)}
+    for key in ("per_class_iou", "per_class_recall"):
+        per = [r[key] for r in rows if r.get(key)]
+        names = list(per[0]) if per else []
+        values = {n: [p[n] for p in per if p[n] is not None] for n in names}
+        mean[key] = {n: round(float(np.mean(v)), 4) if v else None for n, v in values.items()}
+    return mean
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     a = _parser().parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     command = "tileseg train " + " ".join(shlex.quote(x) for x in args)
     try:
-        folds = list(range(5)) if a.fold == "all" else [int(a.fold)]
-        if a.fold == "all" and a.dataset != "membrane":
-            raise datasets.DatasetError("--fold all is for membrane cross-validation only")
+        if a.fold == "all" and a.dataset not in CV_FOLDS:
+            raise datasets.DatasetError("--fold all (cross-validation) is for the cross-validated datasets "
+                                        f"({', '.join(CV_FOLDS)})")
+        folds = list(range(CV_FOLDS[a.dataset])) if a.fold == "all" else [int(a.fold)]
         first = config_from_args(a, folds[0])
         out = a.out or os.path.join("model", "weights", first.name)
         _setup_tf()
@@ -108,16 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for fold in folds:
             card = run_one(a, fold, os.path.join(out, f"fold{fold}"), command)
-            rows.append({"fold": fold, "pixel_error": card.metrics["pixel_error"],
-                         "cell_iou": card.metrics["per_class_iou"]["cell"], "miou": card.metrics["miou"],
-                         "wall_time_s": card.training["wall_time_s"]})
-            print(f"fold {fold}: pixel error {rows[-1]['pixel_error']:.4f}  cell IoU {rows[-1]['cell_iou']:.4f}", flush=True)
-        mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pixel_error", "cell_iou", "miou")}
-        report = {"arch": a.arch, "folds": rows, "mean": mean,
-                  "train_minutes_total": round(sum(r["wall_time_s"] for r in rows) / 60, 1)}
+            rows.append(_cv_row(fold, card))
+            print(f"fold {fold}: mIoU {rows[-1]['miou']:.4f}  pixel error {rows[-1]['pixel_error']:.4f}", flush=True)
+        mean = _cv_mean(rows)
+        report = {"arch": a.arch, "dataset": a.dataset, "folds": rows, "mean": mean,
+                  "train_minutes_total": round(sum(float(r["wall_time_s"]) for r in rows) / 60, 1)}
         with open(os.path.join(out, "cv.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
-        print(f"{a.arch} 5-fold mean: pixel error {mean['pixel_error']:.4f}  cell IoU {mean['cell_iou']:.4f}")
+        print(f"{a.arch} {len(folds)}-fold mean: mIoU {mean['miou']:.4f}  pixel error {mean['pixel_error']:.4f}")
         print(json.dumps(report))
         return 0
     except (datasets.DatasetError, ValueError) as exc:
