@@ -116,6 +116,16 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def relative_to(uri: str, root: str) -> str | None:
+    """``uri``'s path under the folder ``root``, with '/' separators (local paths compared as
+    absolute ones), or None when it lies outside ``root``."""
+    if is_remote(root) or is_remote(uri):
+        base = root.rstrip("/") + "/"
+        return uri[len(base):] if uri.startswith(base) else None
+    rel = os.path.relpath(os.path.abspath(_strip_file_scheme(uri)), os.path.abspath(_strip_file_scheme(root)))
+    return None if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
+
+
 def _is_internal_temp(path: str) -> bool:
     return bool(_TMP_NAME.match(posixpath.basename(path.rstrip("/"))))
 

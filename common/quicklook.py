@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,11 @@ def _shape(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width / scale)), max(1, round(height / scale))
 
 
+def _georeferencing(src: Any) -> tuple[int, int, tuple[float, ...], str | None]:
+    """The Quicklook fields of an open raster: its size, affine and CRS (WKT, None without one)."""
+    return src.width, src.height, tuple(src.transform)[:6], src.crs.to_wkt() if src.crs else None
+
+
 def mask_quicklook(uri: str, colors: dict[int, tuple[int, int, int]], nodata: int | None,
                    max_side: int = QUICKLOOK_SIDE) -> Quicklook:
     """A class mask (uint8 labels) as a palette PNG coloured with ``colors``; nodata and unknown
@@ -60,7 +66,7 @@ def mask_quicklook(uri: str, colors: dict[int, tuple[int, int, int]], nodata: in
     with fileio.open_raster(uri) as src:
         w, h = _shape(src.width, src.height, max_side)
         labels = src.read(1, out_shape=(h, w), resampling=Resampling.nearest)
-        ql = (src.width, src.height, tuple(src.transform)[:6], src.crs.to_wkt() if src.crs else None)
+        ql = _georeferencing(src)
     palette = np.zeros((256, 3), np.uint8)
     alpha = np.zeros(256, np.uint8)
     for value, rgb in colors.items():
@@ -90,7 +96,7 @@ def input_quicklook(uri: str, bands: Sequence[int] | None = None, max_side: int 
         w, h = _shape(src.width, src.height, max_side)
         data = src.read(chosen, out_shape=(len(chosen), h, w), resampling=Resampling.average)
         valid = src.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
-        ql = (src.width, src.height, tuple(src.transform)[:6], src.crs.to_wkt() if src.crs else None)
+        ql = _georeferencing(src)
     rgb = np.full((h, w, 3), 128, np.uint8)
     for i in range(3):
         band = data[min(i, len(chosen) - 1)].astype(np.float64)

@@ -164,8 +164,8 @@ def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
             version=str(data["version"]),
             model_file=str(data["model_file"]),
             classes=tuple(
-                ClassInfo(int(c["index"]), str(c["name"]), _rgb(c["color"]),
-                          None if c.get("display_color") is None else _rgb(c["display_color"]))
+                ClassInfo(int(c["index"]), str(c["name"]), parse_rgb(c["color"]),
+                          None if c.get("display_color") is None else parse_rgb(c["display_color"]))
                 for c in data["classes"]
             ),
             input_bands=tuple(str(b) for b in data["input_bands"]),
@@ -189,7 +189,8 @@ def card_from_json(data: dict[str, Any], where: str = "card") -> ModelCard:
     return card
 
 
-def _rgb(value: Any) -> tuple[int, int, int]:
+def parse_rgb(value: Any) -> tuple[int, int, int]:
+    """A colour as given in a card or run summary ([r, g, b], 0-255 each); ValueError otherwise."""
     r, g, b = (int(v) for v in value)
     if not all(0 <= v <= 255 for v in (r, g, b)):
         raise ValueError(f"colour {list(value)} is not three values 0-255")

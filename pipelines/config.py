@@ -160,8 +160,7 @@ class SegmentConfig:
                 "batch_size": self.batch_size, "patches_per_block": self.patches_per_block,
                 "radiometry": self.radiometry, "bands": None if self.bands is None else list(self.bands),
                 "gsd_m": self.gsd_m,
-                "landing": None if self.landing is None else {"profile": self.landing.profile.name,
-                                                              "gsd_m": self.landing.gsd_m}}
+                "landing": None if self.landing is None else {"profile": self.landing.profile.name}}
 
     @property
     def layout(self) -> OutputLayout:

@@ -531,3 +531,15 @@ def test_gcs_traffic_goes_to_the_emulator(gcs_bucket, gcs_emulator):
     put(j(gcs_bucket, "ping"), b"pong")
     assert fileio.exists(j(gcs_bucket, "ping"))
     assert gcs_emulator.requests  # served by the emulator
+
+
+def test_relative_to_names_a_path_under_a_folder_or_none(tmp_path, monkeypatch) -> None:
+    root = tmp_path / "out"
+    assert fileio.relative_to(str(root / "stats" / "r.parquet"), str(root)) == "stats/r.parquet"
+    assert fileio.relative_to(str(root / "a" / "b.json"), str(root) + "/") == "a/b.json"
+    assert fileio.relative_to(str(tmp_path / "outside.tif"), str(root)) is None
+    assert fileio.relative_to(str(tmp_path / "out2" / "x"), str(root)) is None  # a sibling sharing a prefix
+    monkeypatch.chdir(tmp_path)
+    assert fileio.relative_to(str(root / "masks" / "t.tif"), "out") == "masks/t.tif"  # a relative root
+    assert fileio.relative_to("gs://b/out/masks/t.tif", "gs://b/out") == "masks/t.tif"
+    assert fileio.relative_to("gs://b/other/t.tif", "gs://b/out") is None

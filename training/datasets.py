@@ -40,6 +40,8 @@ AEROSCAPES_FLIGHTS = (("seq2", "001101"), ("seq3", "040001"), ("seq7", "200002")
 #: sky never do); those four become IGNORE rather than classes no image can teach.
 _AEROSCAPES_KEEP = {0: 0, 1: 1, 2: 2, 3: 3, 7: 4, 8: 5, 9: 6, 10: 7}
 _AEROSCAPES_VALUES = 12
+_AEROSCAPES_TABLE = np.full(256, IGNORE, np.uint8)  # label value → class index (or IGNORE)
+_AEROSCAPES_TABLE[list(_AEROSCAPES_KEEP)] = list(_AEROSCAPES_KEEP.values())
 
 
 class DatasetError(ValueError):
@@ -308,10 +310,7 @@ def load_label(sample: Sample, ds: DatasetSpec) -> np.ndarray:
         if raw.max(initial=0) >= _AEROSCAPES_VALUES:
             raise DatasetError(f"label {path} has value {int(raw.max())}; expected Aeroscapes class indices "
                                f"0..{_AEROSCAPES_VALUES - 1}")
-        table = np.full(256, IGNORE, np.uint8)
-        for value, index in _AEROSCAPES_KEEP.items():
-            table[value] = index
-        return table[raw]
+        return _AEROSCAPES_TABLE[raw]
     raise DatasetError(f"no label rule for dataset {ds.name!r}")
 
 

@@ -59,18 +59,24 @@ def load_training_data(a: argparse.Namespace, fold: int, partial: bool = False) 
     return _with_partial(data) if partial else data
 
 
+def _split_rule(name: str, fold: int) -> str:
+    """The fixed split of a shared dataset, in words, for the card (``fold`` already checked)."""
+    if name == "membrane":
+        return f"5-fold by image index; fold {fold} holds out images {fold * 6}-{fold * 6 + 5}"
+    if name == "aeroscapes":
+        return f"leave one flight out; fold {fold} holds out flight {datasets.AEROSCAPES_FLIGHTS[fold][1]}"
+    return {"dubai-aerial": "val = image_part_008 and image_part_009 of every tile",
+            "camvid": "train = the 184 frames present (every other of the 367), val = the 101 val frames"}[name]
+
+
 def _load(a: argparse.Namespace, fold: int) -> TrainingData:
     if a.dataset != "folder":
         spec = datasets.spec(a.dataset)
         train_s = datasets.split(a.dataset, "train", fold)
         val_s = datasets.split(a.dataset, "val", fold)
-        rule = {"dubai-aerial": "val = image_part_008 and image_part_009 of every tile",
-                "camvid": "train = the 184 frames present (every other of the 367), val = the 101 val frames",
-                "membrane": f"5-fold by image index; fold {fold} holds out images {fold * 6}-{fold * 6 + 5}",
-                "aeroscapes": "leave one flight out; fold {} holds out flight {}".format(
-                    fold, datasets.AEROSCAPES_FLIGHTS[fold][1] if 0 <= fold < 3 else "?")}[a.dataset]
         return TrainingData(spec, load_samples(train_s, spec), load_samples(val_s, spec),
-                            {"rule": rule, "train_images": len(train_s), "val_images": len(val_s), "fold": fold})
+                            {"rule": _split_rule(a.dataset, fold), "train_images": len(train_s),
+                             "val_images": len(val_s), "fold": fold})
     spec = _folder_spec(a)
     if not (a.images and a.labels):
         raise datasets.DatasetError("--dataset folder needs --images DIR and --labels DIR")

@@ -132,6 +132,8 @@ def finish_run(results: list[TileResult], failures: list[tuple[str, dict[str, An
     # is logged and named in the summary, and loses none of the run's results.
     summary["stac_uri"] = _view("STAC catalog", write_catalog, layout, card, kept, stats_uri,
                                 zone_info.get("zones_uri"))
+    # The summary is the run's record that it finished: written before the report (the slowest
+    # view), then again to name the report once it exists.
     _write_summary(layout, summary)
     summary["report_uri"] = _view("report", write_report, layout, summary)
     if summary["report_uri"] is not None:

@@ -119,6 +119,16 @@ class OutputLayout:
     def summary_uri(self) -> str:
         return fileio.join(self.root, "stats", f"{self.run_id}.json")
 
+    def stac_catalog_uri(self) -> str:
+        """The outputs' STAC catalog (transforms/stac.py), one item per tile under stac/items/."""
+        return fileio.join(self.root, "stac", "catalog.json")
+
+    def stac_items_dir(self) -> str:
+        return fileio.join(self.root, "stac", "items")
+
+    def stac_item_uri(self, tile_id: str) -> str:
+        return fileio.join(self.stac_items_dir(), f"{check_relative(tile_id, 'tile id')}.json")
+
     def report_dir(self) -> str:
         """The run's report: index.html and its pictures (transforms/report.py)."""
         return fileio.join(self.root, "report", self.run_id)

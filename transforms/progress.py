@@ -76,7 +76,7 @@ class ProgressMonitor:
         pixels = sum(self._pixels.values())
         now = (written, failed, waiting, pixels)
         # The run's last step removes the staging: counts that fall mean that, not lost tiles.
-        if now != self.last and (written, failed) >= self.last[:2] and written >= self.last[0]:
+        if now != self.last and written >= self.last[0] and failed >= self.last[1]:
             rate = pixels / max(time.monotonic() - self._start, 1e-9) / 1e6
             log.info("%d of %d tiles written (%.1f MPix, %.2f MPix/s), %d failed, %d block(s) staged for tiles "
                      "in progress", written, self._total, pixels / 1e6, rate, failed, waiting)

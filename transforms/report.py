@@ -15,6 +15,7 @@ Numbers on the page come straight from the tables (each tile row carries its per
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import html
 import json
@@ -25,11 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common import fileio
 from common.quicklook import Quicklook, QuicklookError, input_quicklook, mask_quicklook, to_pixels
+from model.card import parse_rgb
 from transforms.masks import OutputLayout
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,17 @@ class RunData:
     tiles: list[TileEntry]
     failures: list[dict[str, Any]]
 
+    @functools.cached_property
+    def failed_tiles(self) -> list[str]:
+        """Tiles that ended without a mask."""
+        return sorted({str(f.get("tile_id")) for f in self.failures} - {t.tile_id for t in self.tiles})
+
+    @functools.cached_property
+    def without_zones(self) -> list[str]:
+        """Tiles whose mask was written but whose landing zones failed (failure stage "landing")."""
+        landing = {str(f.get("tile_id")) for f in self.failures if f.get("stage") == "landing"}
+        return sorted(landing & {t.tile_id for t in self.tiles})
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading the run's files
@@ -137,7 +151,7 @@ def load_run(layout: OutputLayout, summary: dict[str, Any] | None = None) -> Run
     summary = _rebased(summary, layout)
     stats = _table(summary.get("stats_uri"))
     model = summary.get("model") or {}
-    classes = [ClassEntry(int(c["index"]), str(c["name"]), _rgb(c["color"])) for c in model.get("classes", [])]
+    classes = [ClassEntry(int(c["index"]), str(c["name"]), parse_rgb(c["color"])) for c in model.get("classes", [])]
     if not classes and stats is not None:  # a summary from before the report: names without colours
         names = sorted({(r["class_index"], r["class_name"]) for r in stats.select(["class_index", "class_name"]).to_pylist()})
         classes = [ClassEntry(i, n, _fallback_color(i)) for i, n in names]
@@ -148,11 +162,6 @@ def load_run(layout: OutputLayout, summary: dict[str, Any] | None = None) -> Run
     _attach_zones(tiles, summary)
     return RunData(summary, classes, model.get("mask_nodata"), tiles,
                    [] if failures is None else failures.to_pylist())
-
-
-def _rgb(value: Sequence[Any]) -> tuple[int, int, int]:
-    r, g, b = (int(v) for v in value)
-    return r, g, b
 
 
 #: The summary's file URIs, read again where the output folder is now.
@@ -252,8 +261,6 @@ def _zone_overlay(tile: TileEntry, ql: Quicklook) -> str:
 
     def scaled(geom: Any) -> Any:
         def f(xy: Any) -> Any:
-            import numpy as np
-
             cols, rows = (xy[:, 0], xy[:, 1]) if to_pixels is None else to_pixels(xy[:, 0], xy[:, 1])
             return np.column_stack([np.asarray(cols) * sx, np.asarray(rows) * sy])
         return shapely.transform(geom, f)
@@ -277,7 +284,6 @@ def _to_raster_pixels(ql: Quicklook) -> Any:
     """lon/lat (OGC:CRS84) → the mask's (column, row); None for a mask without a CRS."""
     if not ql.crs_wkt:
         return None
-    import numpy as np
     import pyproj
 
     transformer = pyproj.Transformer.from_crs("OGC:CRS84", pyproj.CRS.from_wkt(ql.crs_wkt), always_xy=True)
@@ -403,8 +409,8 @@ def _summary_table(run: RunData) -> str:
         ("output", _e(s.get("output", "–")) + (f' <span class="note">(written to {_e(s["written_to"])})</span>'
                                                if s.get("written_to") not in (None, s.get("output")) else "")),
         ("tiles", f'{s.get("tiles_total", 0)} listed: <b>{s.get("tiles_written", 0)}</b> segmented, '
-                  f'{s.get("tiles_skipped", 0)} already up to date (skipped), <b>{len(_failed_tiles(run))}</b> failed'
-                  + (f", {len(_without_zones(run))} with a mask but no landing zones" if _without_zones(run) else "")),
+                  f'{s.get("tiles_skipped", 0)} already up to date (skipped), <b>{len(run.failed_tiles)}</b> failed'
+                  + (f", {len(run.without_zones)} with a mask but no landing zones" if run.without_zones else "")),
         ("out of domain", f'{len(s.get("tiles_out_of_domain", []))} tile(s)'),
         ("megapixels segmented", f"{mpix:,.1f}"),
         ("wall time", f"{_num(wall, 1)} s ({_when(s.get('started_at'))} to {_when(s.get('finished_at'))})"),
@@ -436,11 +442,9 @@ def _links(run: RunData, layout: OutputLayout) -> str:
 
 
 def _relative(layout: OutputLayout, uri: str) -> str:
-    """``uri`` (under the output root) relative to the report folder."""
-    root = layout.root.rstrip("/") + "/"
-    if uri.startswith(root):
-        return "../../" + uri[len(root):]
-    return uri
+    """``uri`` relative to the report folder (report/<run_id>/) when it lies under the output root."""
+    rel = fileio.relative_to(uri, layout.root)
+    return uri if rel is None else "../../" + rel
 
 
 _CELL_CLASS = {0: ' class="qls"', 1: ' class="tilecell"', 3: ' class="num"', 4: ' class="num"', 5: ' class="wide"',
@@ -489,18 +493,6 @@ def _tile_rows(run: RunData, tiles: Sequence[tuple[int, TileEntry]], layout: Out
     return f'<table id="tiles">{head}{"".join(rows)}</table>'
 
 
-def _without_zones(run: RunData) -> list[str]:
-    """Tiles whose mask was written but whose landing zones failed (failure stage "landing")."""
-    masked = {t.tile_id for t in run.tiles}
-    return sorted({str(f.get("tile_id")) for f in run.failures if f.get("stage") == "landing"} & masked)
-
-
-def _failed_tiles(run: RunData) -> list[str]:
-    """Tiles that ended without a mask."""
-    masked = {t.tile_id for t in run.tiles}
-    return sorted({str(f.get("tile_id")) for f in run.failures} - masked)
-
-
 def _failures_table(run: RunData) -> str:
     if not run.failures:
         return '<p id="failures">No failures.</p>'
@@ -541,11 +533,11 @@ def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | N
         warn = (f'<div class="warn" id="domain-warning"><b>{len(flagged)} tile(s) look unlike what the model was '
                 f"trained on</b> ({shown}): their masks are written, but check them before relying on them; "
                 "their landing zones are marked and never scored as safe as in-domain ones.</div>")
-    if _failed_tiles(run):
-        warn += (f'<div class="warn"><b>{len(_failed_tiles(run))} tile(s) failed</b> (no mask): see '
+    if run.failed_tiles:
+        warn += (f'<div class="warn"><b>{len(run.failed_tiles)} tile(s) failed</b> (no mask): see '
                  '<a href="index.html#failures">failures</a> for the reasons and what to do.</div>')
-    if _without_zones(run):
-        warn += (f'<div class="warn"><b>{len(_without_zones(run))} tile(s) have a mask but no landing zones</b>: '
+    if run.without_zones:
+        warn += (f'<div class="warn"><b>{len(run.without_zones)} tile(s) have a mask but no landing zones</b>: '
                  'see <a href="index.html#failures">failures</a> (stage "landing") for why and what to do.</div>')
     pictures_note = ""
     if len(run.tiles) > MAX_QUICKLOOKS:
@@ -574,7 +566,7 @@ def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | N
 # Writing
 
 
-def _pictures(run: RunData, layout: OutputLayout) -> tuple[dict[str, tuple[str | None, str | None, str]], dict[str, bytes]]:
+def _pictures(run: RunData) -> tuple[dict[str, tuple[str | None, str | None, str]], dict[str, bytes]]:
     """Quicklook HTML per tile (first MAX_QUICKLOOKS tiles) and the picture files they use, made
     on a few threads (GDAL's reads and the encoders release the GIL; on gs:// each read waits)."""
     colors = {c.index: c.color for c in run.classes}
@@ -616,7 +608,7 @@ def write_report(layout: OutputLayout, summary: dict[str, Any] | None = None) ->
     """Build and write ``report/<run_id>/``; returns the index page's URI. Rewriting the same run's
     report gives the same files (nothing on the page depends on when it was made)."""
     run = load_run(layout, summary)
-    pictures, images = _pictures(run, layout)
+    pictures, images = _pictures(run)
     pages = render(run, layout, pictures)
     folder = layout.report_dir()
     fileio.makedirs(fileio.join(folder, "img"))

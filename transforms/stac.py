@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import posixpath
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -69,15 +67,6 @@ HEADER_READERS = 8  # threads reading masks' headers (network round trips on gs:
 
 class CatalogError(IOError):
     """The STAC catalog could not be written; the message names the file."""
-
-
-def stac_dir(layout: OutputLayout) -> str:
-    return fileio.join(layout.root, "stac")
-
-
-def item_uri(layout: OutputLayout, tile_id: str) -> str:
-    # check_relative: a tile id names a file under items/ and must never leave it.
-    return fileio.join(stac_dir(layout), "items", f"{check_relative(tile_id, 'tile id')}.json")
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -125,19 +114,10 @@ def _finite(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def _relative_to_root(uri: str, root: str) -> str | None:
-    """``uri``'s path under the output folder ``root`` with '/' separators, or None outside it."""
-    if fileio.is_remote(root) or fileio.is_remote(uri):
-        base = root.rstrip("/") + "/"
-        return uri[len(base):] if uri.startswith(base) else None
-    rel = os.path.relpath(os.path.abspath(uri), os.path.abspath(root))
-    return None if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
-
-
 def _href(uri: str, root: str, up: str) -> str:
     """A relative href (``up`` leads from the Item's folder to the output folder) to ``uri``,
     or ``uri`` itself when it lies outside the output folder."""
-    rel = _relative_to_root(uri, root)
+    rel = fileio.relative_to(uri, root)
     return uri if rel is None else up + rel
 
 
@@ -266,15 +246,9 @@ def read_header(uri: str) -> dict[str, Any]:
 
 def listed_items(layout: OutputLayout) -> list[str]:
     """Item files under stac/items/ (recursively), relative to it with '/' separators."""
-    folder = fileio.join(stac_dir(layout), "items")
-    out = []
-    for uri in fileio.match(folder):
-        if not uri.endswith(".json"):
-            continue
-        rel = (posixpath.relpath(uri, folder) if fileio.is_remote(folder)
-               else os.path.relpath(uri, os.path.abspath(folder)).replace(os.sep, "/"))
-        out.append(rel)
-    return sorted(out)
+    folder = layout.stac_items_dir()
+    found = (fileio.relative_to(uri, folder) for uri in fileio.match(folder) if uri.endswith(".json"))
+    return sorted(rel for rel in found if rel is not None)
 
 
 def write_catalog(layout: OutputLayout, card: ModelCard, results: list[TileResult], stats_uri: str | None,
@@ -288,7 +262,7 @@ def write_catalog(layout: OutputLayout, card: ModelCard, results: list[TileResul
     reads no mask; only a run with landing zones rewrites them, to link its zone table. Masks'
     headers are read on a few threads: on ``gs://`` each read is a round trip."""
     ordered = sorted(results, key=lambda r: r.tile_id)
-    uris = [item_uri(layout, r.tile_id) for r in ordered]  # every tile id checked before anything is written
+    uris = [layout.stac_item_uri(r.tile_id) for r in ordered]  # every tile id checked before anything is written
     todo = [(r, u) for r, u in zip(ordered, uris) if not (r.reused and zones_uri is None and fileio.exists(u))]
 
     def write(job: tuple[TileResult, str]) -> None:
@@ -300,7 +274,7 @@ def write_catalog(layout: OutputLayout, card: ModelCard, results: list[TileResul
 
     with ThreadPoolExecutor(max_workers=HEADER_READERS) as pool:
         list(pool.map(write, todo))  # list(): the first failure is raised here
-    catalog_uri = fileio.join(stac_dir(layout), "catalog.json")
+    catalog_uri = layout.stac_catalog_uri()
     with fileio.open_file(catalog_uri, "w") as f:
         f.write(_dumps(build_catalog(layout, listed_items(layout))))
     return catalog_uri
