@@ -88,7 +88,9 @@ class ModelCard:
     #: ``max_input_distance``, ``max_oblique_view``, and how they were calibrated.
     domain: dict[str, Any] = field(default_factory=dict)
     #: Landing-zone mapping (model/landing.py): ``roles`` {class name: safe | caution | hazard}, the
-    #: default role of every class, and ``why``: the reasons for that choice.
+    #: default role of every class, and ``why``: the reasons for that choice; optionally
+    #: ``hazard_buffer_m`` {class name: metres} (the least buffer a class needs with this model) and
+    #: ``max_hazard_probability`` (the P chosen for this model's hazard recall: a ceiling on the profile's).
     landing: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -123,9 +125,22 @@ class ModelCard:
             raise ModelCardError(f"card {self.model_id}: halo must be >= 0 and < patch_size / 2")
         if self.output not in ("logits", "probabilities"):
             raise ModelCardError(f"card {self.model_id}: output must be logits or probabilities")
+        self._validate_landing()
         for key in ("p1", "p50", "p99", "mean", "std"):
             if self.input_stats and len(self.input_stats.get(key) or ()) != n:
                 raise ModelCardError(f"card {self.model_id}: input_stats.{key} needs {n} values (one per input band)")
+
+    def _validate_landing(self) -> None:
+        names = {c.name for c in self.classes}
+        buffers = self.landing.get("hazard_buffer_m") or {}
+        if not isinstance(buffers, dict) or any(
+                k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e4
+                for k, v in buffers.items()):
+            raise ModelCardError(f"card {self.model_id}: landing.hazard_buffer_m maps this model's class names to "
+                                 f"metres >= 0 (classes: {', '.join(sorted(names))}), got {buffers!r}")
+        p = self.landing.get("max_hazard_probability")
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1):
+            raise ModelCardError(f"card {self.model_id}: landing.max_hazard_probability must be in (0, 1], got {p!r}")
 
     def palette(self) -> dict[int, tuple[int, int, int, int]]:
         """Colour table for masks: class colours, and transparent black for the nodata value."""

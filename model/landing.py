@@ -148,13 +148,39 @@ def class_roles(card: ModelCard, profile: Profile) -> tuple[str, ...]:
     return tuple(str(r) for r in roles)
 
 
+def card_buffers(card: ModelCard) -> dict[str, float]:
+    """The card's own per-class hazard buffers (``landing.hazard_buffer_m``): the least a class
+    needs with this model, e.g. wider for people and vehicles, which move."""
+    raw = (card.landing or {}).get("hazard_buffer_m") or {}
+    return {str(k): float(v) for k, v in raw.items()}
+
+
+def hazard_threshold(card: ModelCard, profile: Profile) -> float:
+    """P used with this model: the profile's, never above the card's ``landing.max_hazard_probability``
+    (the threshold chosen for this model's hazard recall): the stricter of the two."""
+    card_p = (card.landing or {}).get("max_hazard_probability")
+    return min(profile.max_hazard_probability, float(card_p)) if card_p is not None else profile.max_hazard_probability
+
+
+def class_buffer_m(card: ModelCard, profile: Profile, class_name: str) -> float:
+    """A class's buffer: the profile's value when the profile names the class, else the larger of
+    the profile's default and the card's buffer for it."""
+    if class_name in profile.hazard_buffer_m:
+        return profile.buffer_m(class_name)
+    return max(profile.hazard_buffer_m["default"], card_buffers(card).get(class_name, 0.0))
+
+
 def zone_rules(card: ModelCard, profile: Profile, extra_buffer_m: float = 0.0) -> ZoneRules:
     """The zone mapper's rules (common/zones.py) for ``card``'s classes under ``profile``: an
-    admissible centre is R + b_k from every hazard of class k. ``extra_buffer_m`` (evaluation's
+    admissible centre is R + b_k from every hazard of class k (``class_buffer_m``), with the
+    stricter of the profile's and the card's P. ``extra_buffer_m`` (evaluation's
     what-if only: how recall and false-safe area move if every hazard-class buffer were larger)
     is added to the class buffers, not to nodata or the edge."""
     roles = class_roles(card, profile)
-    return ZoneRules(roles=roles, clearance_m=tuple(profile.clearance_m(c.name) + extra_buffer_m for c in card.classes),
-                     default_clearance_m=profile.touchdown_radius_m + profile.hazard_buffer_m["default"],
-                     radius_m=profile.touchdown_radius_m, min_area_m2=profile.min_area_m2,
-                     max_hazard_probability=profile.max_hazard_probability, nodata=card.mask_nodata)
+    radius = profile.touchdown_radius_m
+    return ZoneRules(roles=roles,
+                     clearance_m=tuple(radius + class_buffer_m(card, profile, c.name) + extra_buffer_m
+                                       for c in card.classes),
+                     default_clearance_m=radius + profile.hazard_buffer_m["default"],
+                     radius_m=radius, min_area_m2=profile.min_area_m2,
+                     max_hazard_probability=hazard_threshold(card, profile), nodata=card.mask_nodata)

@@ -65,6 +65,9 @@ def test_aeroscapes_folds_leave_one_flight_out(root: Path) -> None:
         assert len(train) + len(val) == 171
     with pytest.raises(DatasetError, match="fold must be 0..2"):
         datasets.split("aeroscapes", "val", 3, root=root)
+    # No fold held out (the shipped model): every frame trains, nothing is val.
+    assert len(datasets.split("aeroscapes", "train", None, root=root)) == 171
+    assert datasets.split("aeroscapes", "val", None, root=root) == []
 
 
 def test_aeroscapes_labels_keep_the_eight_classes_that_occur(root: Path) -> None:

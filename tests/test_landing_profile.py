@@ -57,3 +57,25 @@ def test_a_model_without_roles_and_a_profile_naming_unknown_classes_are_refused(
         class_roles(load_card(DEFAULT_MODEL), wrong)
     with pytest.raises(LandingError, match="neither a shipped profile"):
         load_profile(str(tmp_path / "nope.json"))
+
+
+def test_a_cards_buffers_and_threshold_are_floors_of_safety_under_any_profile() -> None:
+    from model.card import ModelCardError
+    from model.landing import zone_rules
+
+    base = load_card(DEFAULT_MODEL)
+    card = dataclasses.replace(base, landing={**base.landing, "hazard_buffer_m": {"Water": 8.0, "Building": 1.0},
+                                              "max_hazard_probability": 0.1})
+    rules = zone_rules(card, load_profile("small-drone"))  # names Building and Water itself: its values win
+    assert rules.clearance_m[0] == 1.5 + 5.0 and rules.clearance_m[4] == 1.5 + 5.0
+    assert rules.max_hazard_probability == 0.1  # the stricter of 0.25 (profile) and 0.1 (card)
+    plain = parse_profile({**SHIPPED["small-drone"], "hazard_buffer_m": 2.0, "max_hazard_probability": 0.05}, "p", "p")
+    rules = zone_rules(card, plain)
+    # Classes the profile does not name: the larger of its default and the card's buffer.
+    assert rules.clearance_m[4] == 1.5 + 8.0 and rules.clearance_m[0] == 1.5 + 2.0
+    assert rules.max_hazard_probability == 0.05
+    assert zone_rules(base, plain).max_hazard_probability == 0.05  # no card threshold: the profile's
+    for bad in ({"hazard_buffer_m": {"Runway": 3.0}}, {"hazard_buffer_m": {"Water": -1}},
+                {"max_hazard_probability": 0.0}, {"max_hazard_probability": "low"}):
+        with pytest.raises(ModelCardError, match="landing"):
+            dataclasses.replace(base, landing={**base.landing, **bad}).validate()

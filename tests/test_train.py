@@ -245,6 +245,9 @@ def test_train_and_export_write_a_model_the_pipeline_reads(tmp_path: Path, ema: 
     assert again.training["best_epoch"] in ((1, 2) if select == "best" else (2,))
     assert (again.training["best_val_miou_during_training"] is None) == (select == "last")
     json.dumps(again.to_json())  # everything in the card is plain JSON
+    # The card's input statistics are the run's training images' (radiometry and the domain check use them).
+    pixels = np.concatenate([i.reshape(-1, 3) for i in data.train.images]) / 255.0
+    assert again.input_stats["mean"] == pytest.approx(pixels.mean(axis=0), abs=1e-3)
     assert again.grey_ok == broadened and ("grey" in m) == broadened
     if broadened:
         assert 0 <= m["grey"]["miou"] <= 1 and m["grey"]["ratio_to_rgb"] == pytest.approx(
@@ -266,7 +269,13 @@ def test_bad_train_options_are_clear_errors(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert "--stem must be pool or conv" in err and "--iou_loss must be >= 0" in err
     assert main(["--dataset", "camvid", "--fold", "all"]) == 2
-    assert "cross-validation" in capsys.readouterr().err
+    assert "cross-validated datasets" in capsys.readouterr().err
+    assert main(["--dataset", "membrane", "--fold", "none"]) == 2
+    assert "--fold none (train on every image) is for aeroscapes" in capsys.readouterr().err
+    assert main(["--dataset", "aeroscapes", "--fold", "none", "--select", "best"]) == 2
+    assert "--fold none holds nothing out to select on: give --select last" in capsys.readouterr().err
+    assert main(["--dataset", "aeroscapes", "--fold", "first"]) == 2
+    assert "--fold must be a number, 'all' or 'none'" in capsys.readouterr().err
     assert main(["--dataset", "folder", "--images", "x", "--labels", "y"]) == 2
     assert "--classes" in capsys.readouterr().err
     assert main(["--dataset", "dubai-aerial", "--grey", "1.5", "--partial_fraction", "0.95", "--hue", "0.7"]) == 2
@@ -407,3 +416,94 @@ def test_cross_validation_means_skip_folds_where_a_class_is_absent() -> None:
     assert mean["miou"] == 0.6 and mean["pixel_error"] == 0.15 and "cell_iou" not in mean
     assert mean["per_class_iou"] == {"road": 0.7, "person": 0.4}  # person: the one fold it occurs in
     assert mean["per_class_recall"] == {"road": 0.8, "person": 0.5}
+
+
+def _saved_model(model_dir: Path, cfg: TrainConfig, spec: datasets.DatasetSpec) -> object:
+    from model.card import save_card
+    from training.fit import MODEL_FILE, provisional_card
+
+    model = build_model(cfg, len(spec.class_names), 3, "float32")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(model_dir / MODEL_FILE))
+    save_card(provisional_card(cfg, spec), str(model_dir))
+    return model
+
+
+def test_init_copies_every_layer_but_a_new_class_head_and_refuses_other_mismatches(tmp_path: Path) -> None:
+    from training.fit import start_from
+
+    cfg = _tiny_config()
+    source = _saved_model(tmp_path / "source", cfg, AERIAL)
+    eight = datasets.DatasetSpec("eight", tuple(f"c{i}" for i in range(8)), ((0, 0, 0),) * 8, "test", 3)
+    target = build_model(cfg, 8, 3, "float32")
+    start_from(target, str(tmp_path / "source"))
+    theirs = {layer.name: layer.get_weights() for layer in source.layers}  # type: ignore[attr-defined]
+    for layer in target.layers:
+        ours = layer.get_weights()
+        if layer.name == "logits_conv":  # 8 classes here, 5 there: its own fresh weights
+            assert ours[0].shape[-1] == 8 and ours[0].shape != theirs[layer.name][0].shape
+        elif ours and layer.name != "logits_upsample":
+            assert all(np.array_equal(a, b) for a, b in zip(ours, theirs[layer.name])), layer.name
+    wider = build_model(_tiny_config(base_filters=8), len(eight.class_names), 3, "float32")
+    with pytest.raises(datasets.DatasetError, match=r"down0_conv1: \[.*\] here, \[.*\] there"):
+        start_from(wider, str(tmp_path / "source"))
+
+
+def test_a_cross_validation_reuses_finished_runs_of_the_same_configuration(tmp_path: Path) -> None:
+    import dataclasses
+
+    from model.card import load_card, save_card
+    from training.config import config_record
+    from training.train import _finished
+
+    cfg = _tiny_config(fold=1)
+    out = tmp_path / "fold1"
+    _saved_model(out, cfg, AERIAL)
+    card = load_card(str(out))
+    assert _finished(str(out), cfg) is None  # a card without a training record: not a finished run
+    save_card(dataclasses.replace(card, training={"config": config_record(cfg)}), str(out))
+    assert _finished(str(out), cfg) is not None
+    assert _finished(str(out), dataclasses.replace(cfg, lr=1e-4)) is None  # another configuration: trained again
+    assert _finished(str(tmp_path / "nothing"), cfg) is None
+    (out / "model.keras").unlink()
+    assert _finished(str(out), cfg) is None
+
+
+def test_the_every_image_model_carries_the_folds_figures_and_chosen_threshold(tmp_path: Path) -> None:
+    import dataclasses
+
+    from model.card import load_card
+    from training.train import CV_FILE, _with_cv_figures
+
+    cfg = _tiny_config()
+    _saved_model(tmp_path, cfg, AERIAL)
+    card = dataclasses.replace(load_card(str(tmp_path)), landing={"roles": {n: "hazard" for n, _ in CLASSES},
+                                                                    "threshold_for": "Building"})
+    chosen = {"max_hazard_probability": 0.1, "recall": {"Building": 0.9}, "false_alarm_rate": 0.04}
+    report = {"folds": [{"fold": 0, "miou": 0.5, "per_class_iou": {}, "per_class_recall": {}, "pixel_error": 0.1}],
+              "mean": {"miou": 0.5, "pixel_error": 0.1, "per_class_iou": {}, "per_class_recall": {}},
+              "hazards": {"chosen": chosen, "focus": "Building", "rule": "highest Building recall"}}
+    _with_cv_figures(card, report, str(tmp_path))
+    again = load_card(str(tmp_path))
+    assert again.metrics["miou"] == 0.5 and "cross-validation" in again.metrics["split"]
+    assert again.landing["max_hazard_probability"] == 0.1 and "Building recall 0.9" in again.landing["threshold_how"]
+    assert json.loads((tmp_path / CV_FILE).read_text()) == report
+
+
+def test_a_folds_miou_over_the_classes_present_leaves_out_classes_only_predicted() -> None:
+    import dataclasses
+
+    from model.card import ClassInfo, ModelCard, Normalisation
+    from training.train import _cv_row
+
+    card = ModelCard(name="m", version="1", model_file="model.keras",
+                     classes=tuple(ClassInfo(i, n, (0, 0, 0)) for i, n in enumerate(("road", "car", "person"))),
+                     input_bands=("red", "green", "blue"), normalisation=Normalisation((0.0,) * 3, (1.0,) * 3),
+                     patch_size=64, halo=8, size_multiple=16)
+    # No car in the held-out truth, but 5 pixels predicted car: IoU 0 in miou, left out of miou_present.
+    cm = [[90, 5, 5], [0, 0, 0], [2, 0, 8]]
+    card = dataclasses.replace(card, metrics={"miou": 0.4, "pixel_error": 0.1, "confusion": cm,
+                                              "per_class_iou": {"road": 0.88, "car": 0.0, "person": 0.53}},
+                               training={"wall_time_s": 1.0})
+    row = _cv_row(0, card)
+    assert row["classes_present"] == ["road", "person"] and row["miou_present"] == pytest.approx(0.705)

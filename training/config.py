@@ -53,7 +53,7 @@ class TrainConfig:
     grey: float = 0.0               # share of crops turned grey: > 0 makes the card say grey_ok
     patch_size: int = 512
     halo: int = 32
-    fold: int = 0
+    fold: int | None = 0            # None: no fold held out (a cross-validated dataset's shipped model)
     policy: str = "mixed_bfloat16"
     init: str = ""                  # a model directory whose weights start the run (same architecture): fine-tuning
     description: str = ""
@@ -67,7 +67,12 @@ class TrainConfig:
         return dict(num_classes=num_classes, in_channels=in_channels, **architecture(self.arch).config(asdict(self)))
 
 
-def config_from_args(a: argparse.Namespace, fold: int) -> TrainConfig:
+def config_record(cfg: TrainConfig) -> dict[str, Any]:
+    """What a card records of its training configuration (name, version and description are the card's own)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("name", "version", "description")}
+
+
+def config_from_args(a: argparse.Namespace, fold: int | None) -> TrainConfig:
     """The dataset's preset with the command line's overrides, validated (DatasetError lists every problem)."""
     preset = dict(PRESETS[a.dataset])
     if a.arch == "fcn":
@@ -82,6 +87,8 @@ def config_from_args(a: argparse.Namespace, fold: int) -> TrainConfig:
         problems.append(f"--patch_size {cfg.patch_size} must be a multiple of {cfg.size_multiple}")
     if cfg.select not in ("best", "last"):
         problems.append("--select must be best or last")
+    elif fold is None and cfg.select != "last":
+        problems.append("--fold none holds nothing out to select on: give --select last")
     if cfg.stem not in ("pool", "conv"):
         problems.append("--stem must be pool or conv")
     if cfg.upsampling not in ("transpose", "resize"):

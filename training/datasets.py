@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -66,6 +67,8 @@ class DatasetSpec:
     class_colors: tuple[tuple[int, int, int], ...]
     license: str
     in_channels: int
+    #: What the trained model's card says about landing (model/landing.py): roles, why, buffers.
+    landing: dict[str, Any] = field(default_factory=dict)
 
 
 # Colours for dubai-aerial are the ones found in the masks (dubai-aerial/class_map.json), not the
@@ -102,6 +105,21 @@ _SPECS: dict[str, DatasetSpec] = {
                 "attribute Nigam, Huang, Ramanan, 'Ensemble knowledge transfer for semantic segmentation', "
                 "WACV 2018; derived data share-alike",
         in_channels=3,
+        landing={
+            "roles": {"background": "caution", "person": "hazard", "bike": "hazard", "car": "hazard",
+                      "obstacle": "hazard", "construction": "hazard", "vegetation": "caution", "road": "caution"},
+            # People walk into the landing spot and vehicles drive into it: wider than the profile's
+            # default (2 m for small-drone), whatever the profile, unless it names the class itself.
+            "hazard_buffer_m": {"person": 5.0, "bike": 4.0, "car": 4.0},
+            # The cross-validation chooses the card's max_hazard_probability for this class's recall.
+            "threshold_for": "person",
+            "why": "person, bike, car, obstacle, construction: a drone must not touch down on or beside them; "
+                   "people and vehicles get 4-5 m buffers because they move. No class is safe: vegetation is "
+                   "lawn, shrubs and trees alike in these labels (a tree is a hazard, a lawn a landing spot); road "
+                   "is flat and clear but carries traffic that may arrive after the frame; background is every "
+                   "surface the labels do not name (bare ground, paving and water among them). All three are "
+                   "caution: landable in zones, counted in each zone's caution share and score.",
+        },
     ),
     "membrane": DatasetSpec(
         name="membrane",
@@ -175,8 +193,8 @@ def _camvid_split(root: Path, which: str) -> list[Sample]:
     return samples
 
 
-def _membrane_split(root: Path, which: str, fold: int) -> list[Sample]:
-    if not 0 <= fold < _MEMBRANE_FOLDS:
+def _membrane_split(root: Path, which: str, fold: int | None) -> list[Sample]:
+    if fold is None or not 0 <= fold < _MEMBRANE_FOLDS:
         raise DatasetError(f"membrane fold must be 0..{_MEMBRANE_FOLDS - 1}, got {fold}")
     base = _require_dir(root / "membrane" / "train")
     per_fold = _MEMBRANE_COUNT // _MEMBRANE_FOLDS
@@ -191,9 +209,13 @@ def _membrane_split(root: Path, which: str, fold: int) -> list[Sample]:
     return samples
 
 
-def _aeroscapes_split(root: Path, which: str, fold: int) -> list[Sample]:
-    """Fold k: flight k is val, the other two train (leave one flight out)."""
-    if not 0 <= fold < len(AEROSCAPES_FLIGHTS):
+def _aeroscapes_split(root: Path, which: str, fold: int | None) -> list[Sample]:
+    """Fold k: flight k is val, the other two train (leave one flight out). Fold None: every
+    flight trains (the shipped model, whose figures are the folds'), nothing is val."""
+    if fold is None:
+        if which == "val":
+            return []
+    elif not 0 <= fold < len(AEROSCAPES_FLIGHTS):
         raise DatasetError(f"aeroscapes fold must be 0..{len(AEROSCAPES_FLIGHTS) - 1} (the flight left out), got {fold}")
     base = _require_dir(root / "aeroscapes")
     chosen = [f for k, f in enumerate(AEROSCAPES_FLIGHTS) if (k == fold) == (which == "val")]
@@ -210,9 +232,9 @@ def _aeroscapes_split(root: Path, which: str, fold: int) -> list[Sample]:
     return samples
 
 
-def split(name: str, which: str, fold: int = 0, root: Path | None = None) -> list[Sample]:
+def split(name: str, which: str, fold: int | None = 0, root: Path | None = None) -> list[Sample]:
     """Samples of ``which`` ("train" or "val") for dataset ``name``; ``fold`` for membrane (0-4)
-    and aeroscapes (0-2: the flight held out)."""
+    and aeroscapes (0-2: the flight held out; None: every flight trains, val is empty)."""
     spec(name)  # validates the name with a helpful message
     if which not in ("train", "val"):
         raise DatasetError(f"split must be 'train' or 'val', got {which!r}")
@@ -225,7 +247,7 @@ def split(name: str, which: str, fold: int = 0, root: Path | None = None) -> lis
         samples = _aeroscapes_split(root, which, fold)
     else:
         samples = _membrane_split(root, which, fold)
-    log.debug("%s/%s (fold %d): %d samples", name, which, fold, len(samples))
+    log.debug("%s/%s (fold %s): %d samples", name, which, fold, len(samples))
     return samples
 
 

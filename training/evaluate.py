@@ -9,6 +9,9 @@ were trained without rotations (street scenes; membrane, whose labels are offset
     tileseg evaluate --model DIR (--dataset NAME --split S [--fold K] | --images DIR --labels DIR
                       [--label_format index|rgb]) [--precision P] [--tta] [--limit N]
                       [--landing PROFILE --gsd M [--probabilities 1,0.5,0.3] [--margins 0,1,2]]
+                      [--hazards [--probabilities ...]]
+``--hazards``: per hazard class, the share of its pixels that landing mapping treats as hazard, and
+the false-alarm rate on landable ground, over a sweep of P (training/hazard_eval.py).
 The last line printed is one JSON object with ``miou``, ``pixel_accuracy``, ``per_class_iou``,
 ``per_class_recall`` and ``per_class_precision`` (keyed by class name) and the confusion matrix.
 """
@@ -31,6 +34,8 @@ from model.predictor import Predictor
 from model.shipped import DEFAULT_MODEL
 from training import datasets, kampala
 from training.evaluation import evaluate, segmenter, to_grey, tta_views
+from training.hazard_eval import DEFAULT_THRESHOLDS as HAZARD_THRESHOLDS
+from training.hazard_eval import choose_threshold, hazard_counts
 from training.landing_eval import DEFAULT_SWEEP, evaluate_landing
 
 log = logging.getLogger(__name__)
@@ -100,6 +105,31 @@ def _landing(a: argparse.Namespace, card: ModelCard, predictor: Predictor) -> in
     return 0
 
 
+def _hazards(a: argparse.Namespace, card: ModelCard, predictor: Predictor) -> int:
+    roles = (card.landing or {}).get("roles") or {}
+    missing = [c.name for c in card.classes if c.name not in roles]
+    if missing:
+        print(f"tileseg evaluate: --hazards needs the card's landing roles; model {card.model_id} has none for "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return 2
+    sweep = tuple(float(v) for v in a.probabilities.split(",")) if a.probabilities else HAZARD_THRESHOLDS
+    try:
+        counts = hazard_counts(predictor, card, tuple(roles[c.name] for c in card.classes), _samples(a, card), sweep)
+    except datasets.DatasetError as exc:
+        print(f"tileseg evaluate: {exc}", file=sys.stderr)
+        return 2
+    curve = counts.curve()
+    focus = card.landing.get("threshold_for")
+    print(f"model {card.model_id}: {counts.images} images; card P {card.landing.get('max_hazard_probability', 'none')}")
+    print(f"  {'P':>5} {'false alarms':>12}  recall by hazard class")
+    for row in curve:
+        print(f"  {row['max_hazard_probability']:>5g} {row['false_alarm_rate']:>12}  "
+              + "  ".join(f"{k} {v}" for k, v in row["recall"].items()))
+    print(json.dumps({"model": card.model_id, "images": counts.images, "curve": curve,
+                      **({"suggested": choose_threshold(curve, focus)} if focus else {})}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tileseg evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -124,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated extra buffers (m) on the predicted hazard classes to sweep "
                              "besides none: a what-if for wider profile buffers (--landing)")
     parser.add_argument("--probabilities", default=None,
-                        help="comma-separated max_hazard_probability values to sweep (--landing)")
+                        help="comma-separated max_hazard_probability values to sweep (--landing, --hazards)")
+    parser.add_argument("--hazards", action="store_true",
+                        help="hazard-class recall and false alarms on landable ground over a sweep of P (card's roles)")
     a = parser.parse_args(argv)
     if bool(a.dataset) == bool(a.images or a.labels) or (not a.dataset and not (a.images and a.labels)):
         parser.error("give either --dataset NAME or both --images DIR and --labels DIR")
@@ -143,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return _partial(a, card, predict)
     if a.landing:
         return _landing(a, card, predictor)
+    if a.hazards:
+        return _hazards(a, card, predictor)
     try:
         cm = evaluate(predict, _samples(a, card), card.num_classes, log_each=True).confusion
     except datasets.DatasetError as exc:

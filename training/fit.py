@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from common.synthetic import CLASSES as SYNTHETIC_CLASSES
-from model.architectures import architecture, macs_per_pixel
+from model.architectures import FLOAT32_HEAD, architecture, macs_per_pixel
 from model.card import ClassInfo, ModelCard, Normalisation
 from model.loading import load_model
+from model.shipped import WEIGHTS_DIR
 from training import datasets
 from training.batchnorm import recalibrate
 from training.config import TrainConfig
@@ -46,21 +47,44 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, policy: st
         keras.mixed_precision.set_global_policy(previous)
 
 
-def start_from(model: Any, model_dir: str) -> None:
-    """Fine-tuning: copy the weights of ``model_dir``'s model (loaded in safe mode) into ``model``.
+def init_dir(init: str) -> str:
+    """``--init``: a model folder, or the name of a shipped model (``model/weights/<name>``)."""
+    shipped = os.path.join(WEIGHTS_DIR, init)
+    return shipped if not os.path.isdir(init) and os.path.isfile(os.path.join(shipped, "card.json")) else init
 
-    The architectures must match layer for layer; a mismatch names both shapes, not a Keras trace.
+
+def start_from(model: Any, model_dir: str) -> None:
+    """Fine-tuning: copy the weights of ``model_dir``'s model (loaded in safe mode) into ``model``,
+    layer by layer (matched by name).
+
+    Only the class head may differ (another dataset's classes: ``logits_conv`` and the fixed
+    bilinear upsampler keep this model's fresh weights); any other mismatch names the layer and
+    both shapes, not a Keras trace.
     """
-    source = load_model(model_dir, precision="float32").model
-    ours, theirs = model.get_weights(), source.get_weights()
-    shapes = [w.shape for w in ours], [w.shape for w in theirs]
-    if shapes[0] != shapes[1]:
-        raise datasets.DatasetError(f"--init {model_dir}: its architecture differs from this run's "
-                                    f"({len(theirs)} weight arrays vs {len(ours)}; first mismatch "
-                                    f"{next(((a, b) for a, b in zip(*shapes) if a != b), None)}); "
-                                    f"give the same --depth/--base_filters/--input_stride as its card")
-    model.set_weights(theirs)
-    print(f"starting from the weights of {model_dir}", flush=True)
+    source = load_model(init_dir(model_dir), precision="float32").model
+    theirs = {layer.name: layer for layer in source.layers}
+    head = {"logits_conv", *FLOAT32_HEAD}
+    copied, fresh, problems = 0, [], []
+    for layer in model.layers:
+        ours = layer.get_weights()
+        if not ours:
+            continue
+        other = theirs.get(layer.name)
+        weights = other.get_weights() if other is not None else []
+        if [w.shape for w in weights] == [w.shape for w in ours]:
+            layer.set_weights(weights)
+            copied += 1
+        elif layer.name in head:
+            fresh.append(layer.name)
+        else:
+            problems.append(f"{layer.name}: {[w.shape for w in ours]} here, "
+                            f"{[w.shape for w in weights] if other is not None else 'absent'} there")
+    if problems:
+        raise datasets.DatasetError(f"--init {model_dir}: its architecture differs from this run's ({'; '.join(problems[:3])}"
+                                    f"{' ...' if len(problems) > 3 else ''}); give the same --depth/--base_filters/"
+                                    f"--input_stride as its card")
+    print(f"starting from the weights of {model_dir} ({copied} layers"
+          f"{'; new class head: ' + ', '.join(fresh) if fresh else ''})", flush=True)
 
 
 def provisional_card(cfg: TrainConfig, spec: datasets.DatasetSpec) -> ModelCard:
@@ -72,7 +96,7 @@ def provisional_card(cfg: TrainConfig, spec: datasets.DatasetSpec) -> ModelCard:
         input_bands=bands,
         normalisation=Normalisation(mean=(0.0,) * len(bands), std=(1.0,) * len(bands)),
         patch_size=cfg.patch_size, halo=cfg.halo, size_multiple=cfg.size_multiple,
-        output="logits", mask_nodata=255,
+        output="logits", mask_nodata=255, landing=dict(spec.landing),
     )
 
 

@@ -46,11 +46,12 @@ def input_stats(images: Iterable[np.ndarray], source: str) -> dict[str, Any]:
     return out
 
 
-def dataset_stats(name: str, split: str = "train") -> dict[str, Any]:
+def dataset_stats(name: str, split: str = "train", fold: int | None = 0) -> dict[str, Any]:
     spec = datasets.spec(name)
-    samples = datasets.split(name, split)
+    samples = datasets.split(name, split, fold)
+    folds = "" if fold == 0 else (" (every fold)" if fold is None else f" (fold {fold})")
     return input_stats((datasets.load_image(s, spec) for s in samples),
-                       f"{name} {split} split, {len(samples)} images")
+                       f"{name} {split} split{folds}, {len(samples)} images")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model folder whose card.json gets the statistics")
     args = parser.parse_args(argv)
     card = load_card(args.model)
-    stats = dataset_stats(args.dataset)
+    # The model's own training images: a cross-validated dataset's shipped model trained on every fold.
+    stats = dataset_stats(args.dataset, fold=(card.training.get("config") or {}).get("fold", 0))
     save_card(dataclasses.replace(card, input_stats=stats), args.model)
     print(stats)
     return 0

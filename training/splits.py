@@ -53,14 +53,16 @@ def _folder_spec(a: argparse.Namespace) -> datasets.DatasetSpec:
     return datasets.DatasetSpec("folder", names, colors, a.license or "", a.channels)  # type: ignore[arg-type]
 
 
-def load_training_data(a: argparse.Namespace, fold: int, partial: bool = False) -> TrainingData:
+def load_training_data(a: argparse.Namespace, fold: int | None, partial: bool = False) -> TrainingData:
     data = _load(a, fold)
     data.sources.insert(0, {"name": data.spec.name, "use": "full labels", "license": data.spec.license})
     return _with_partial(data) if partial else data
 
 
-def _split_rule(name: str, fold: int) -> str:
+def _split_rule(name: str, fold: int | None) -> str:
     """The fixed split of a shared dataset, in words, for the card (``fold`` already checked)."""
+    if fold is None:  # aeroscapes' shipped model (the only dataset that allows it)
+        return "every flight trains (no flight held out); the figures are the leave-one-flight-out folds'"
     if name == "membrane":
         return f"5-fold by image index; fold {fold} holds out images {fold * 6}-{fold * 6 + 5}"
     if name == "aeroscapes":
@@ -69,7 +71,7 @@ def _split_rule(name: str, fold: int) -> str:
             "camvid": "train = the 184 frames present (every other of the 367), val = the 101 val frames"}[name]
 
 
-def _load(a: argparse.Namespace, fold: int) -> TrainingData:
+def _load(a: argparse.Namespace, fold: int | None) -> TrainingData:
     if a.dataset != "folder":
         spec = datasets.spec(a.dataset)
         train_s = datasets.split(a.dataset, "train", fold)
