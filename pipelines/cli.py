@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "demo":
         from pipelines.demo import main as demo_main
 
+        if "--drone" in rest:  # a real frame and its labels, read by training's dataset code
+            from training.datasets import aeroscapes_frame
+
+            return demo_main(rest, aeroscapes_frame)
         return demo_main(rest)
     if command == "train":
         from training.train import main as train_main

@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -91,19 +93,20 @@ def _zones_picture(mask_rgb: np.ndarray, zones_uri: str, tile_id: str, scale: fl
     return np.asarray(picture)
 
 
-def drone_demo(work: str, beam_args: list[str]) -> int:
+def drone_demo(work: str, beam_args: list[str],
+               load_frame: Callable[[str, str], tuple[Path, np.ndarray]]) -> int:
+    """``load_frame(folder, name)``: the frame's path and its labels as the model's class indexes
+    (training/datasets.py, handed in by the ``tileseg`` dispatcher: pipelines do not build on training)."""
     import rasterio
     from PIL import Image
 
     from model.shipped import DRONE_MODEL
-    from training import datasets
 
     folder, name = DRONE_FRAME
-    frame = datasets.data_root() / "aeroscapes" / folder / "images" / f"{name}.jpg"
-    label = frame.parent.parent / "gts" / f"{name}.png"
-    if not (frame.is_file() and label.is_file()):
-        print(f"tileseg demo --drone: the Aeroscapes frame {frame} is missing; set TILESEG_DATA to the shared data "
-              "folder (its aeroscapes/ holds the drone frames)", file=sys.stderr)
+    try:
+        frame, truth = load_frame(folder, name)
+    except ValueError as exc:
+        print(f"tileseg demo --drone: {exc}", file=sys.stderr)
         return 2
     inputs, results = os.path.join(work, "input"), os.path.join(work, "results")
     os.makedirs(inputs, exist_ok=True)
@@ -120,7 +123,6 @@ def drone_demo(work: str, beam_args: list[str]) -> int:
         print(f"tileseg demo: {exc}", file=sys.stderr)
         return 2
     mask = os.path.join(results, "masks", f"{name}.tif")
-    truth = datasets.load_label(datasets.Sample(str(frame), str(label), name), datasets.spec("aeroscapes"))
     with rasterio.open(mask) as m:
         labels = m.read(1)
     cm = confusion(truth, labels, card.num_classes)
@@ -153,7 +155,8 @@ def drone_demo(work: str, beam_args: list[str]) -> int:
     return 1 if summary.failures else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None,
+         load_frame: Callable[[str, str], tuple[Path, np.ndarray]] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tileseg demo")
     parser.add_argument("--workdir", default=None, help="default demo-output (demo-output/drone with --drone)")
     parser.add_argument("--size", type=int, default=4096)
@@ -163,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     a, beam_args = parser.parse_known_args(argv)
     setup_logging()
     if a.drone:
-        return drone_demo(os.path.abspath(a.workdir or os.path.join("demo-output", "drone")), beam_args)
+        if load_frame is None:
+            print("tileseg demo --drone: run it as `tileseg demo --drone` (the dispatcher hands in the data loader)",
+                  file=sys.stderr)
+            return 2
+        return drone_demo(os.path.abspath(a.workdir or os.path.join("demo-output", "drone")), beam_args, load_frame)
     a.workdir = a.workdir or "demo-output"
 
     work = os.path.abspath(a.workdir)

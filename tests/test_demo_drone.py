@@ -27,7 +27,7 @@ def test_the_drone_demo_segments_a_real_frame_and_draws_its_zones(tmp_path: Path
     frame = shared_data / "aeroscapes" / folder / "images" / f"{name}.jpg"
     if not frame.is_file():
         pytest.skip(f"{frame} is missing; set TILESEG_DATA to the shared data folder")
-    assert drone_demo(str(tmp_path), ["--precision", "float32"]) == 0
+    assert drone_demo(str(tmp_path), ["--precision", "float32"], datasets.aeroscapes_frame) == 0
     out = capsys.readouterr().out
     link = tmp_path / "input" / frame.name
     assert link.is_symlink() and Path(os.path.realpath(link)) == frame.resolve()  # linked, not copied

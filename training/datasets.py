@@ -370,3 +370,13 @@ def folder_label(path: str, colors: list[tuple[int, int, int]] | tuple, label_fo
     for i, color in enumerate(colors):
         out[packed == _pack(np.array(color, dtype=np.uint8))] = i
     return out
+
+
+def aeroscapes_frame(folder: str, name: str) -> tuple[Path, np.ndarray]:
+    """One Aeroscapes frame's path and its labels as class indexes (``tileseg demo --drone``)."""
+    frame = data_root() / "aeroscapes" / folder / "images" / f"{name}.jpg"
+    label = frame.parent.parent / "gts" / f"{name}.png"
+    if not (frame.is_file() and label.is_file()):
+        raise DatasetError(f"the Aeroscapes frame {frame} is missing; set TILESEG_DATA to the shared data folder "
+                           "(its aeroscapes/ holds the drone frames)")
+    return frame, load_label(Sample(str(frame), str(label), name), spec("aeroscapes"))
