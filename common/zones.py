@@ -82,8 +82,7 @@ class ZoneRules:
 
     @property
     def probability_level(self) -> int:
-        """Stored hazard probabilities are uint8 255ths: p >= P exactly when the value >= this."""
-        return int(math.ceil(self.max_hazard_probability * 255.0 - 1e-9))
+        return probability_level(self.max_hazard_probability)
 
     @property
     def horizon_m(self) -> float:
@@ -123,6 +122,12 @@ class TileZones:
 #: read(row0, row1, col0, col1) → (labels uint8, hazard probability uint8 255ths or None) of that
 #: window, boundless: pixels beyond the raster are nodata.
 Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+def probability_level(p: float) -> int:
+    """Stored hazard probabilities are uint8 255ths: a probability is >= ``p`` exactly when its
+    stored value is >= this."""
+    return int(math.ceil(p * 255.0 - 1e-9))
 
 
 def array_reader(labels: np.ndarray, prob: np.ndarray | None = None, nodata: int = 255) -> Reader:

@@ -47,6 +47,14 @@ def score_mask(mask_path: str, truth_path: str, num_classes: int) -> np.ndarray:
     return cm
 
 
+def palette_lut(palette: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
+    """(256, 3) uint8 RGB by label value: a mask's colours as one lookup."""
+    lut = np.zeros((256, 3), np.uint8)
+    for index, colour in palette.items():
+        lut[index] = colour[:3]
+    return lut
+
+
 def write_preview(image_path: str, mask_path: str, palette: dict[int, tuple[int, int, int, int]], out_png: str) -> None:
     """Input and colourised mask side by side, decimated to PREVIEW_EDGE (reads overviews)."""
     import rasterio
@@ -59,9 +67,7 @@ def write_preview(image_path: str, mask_path: str, palette: dict[int, tuple[int,
         rgb = np.moveaxis(src.read([1, 2, 3], out_shape=(3, *shape), resampling=Resampling.average), 0, -1)
     with rasterio.open(mask_path) as m:
         labels = m.read(1, out_shape=shape, resampling=Resampling.nearest)
-    lut = np.zeros((256, 3), np.uint8)
-    for index, colour in palette.items():
-        lut[index] = colour[:3]
+    lut = palette_lut(palette)
     side = np.concatenate([rgb.astype(np.uint8), np.full((shape[0], 8, 3), 255, np.uint8), lut[labels]], axis=1)
     Image.fromarray(side).save(out_png)
 
@@ -130,9 +136,7 @@ def drone_demo(work: str, beam_args: list[str],
     person = [c.name for c in card.classes].index("person")
     recall = cm[person, person] / max(cm[person].sum(), 1)
     rgb = np.asarray(Image.open(frame).convert("RGB"))
-    lut = np.zeros((256, 3), np.uint8)
-    for index, colour in card.palette().items():
-        lut[index] = colour[:3]
+    lut = palette_lut(card.palette())
     scale = PREVIEW_EDGE / max(rgb.shape[:2])
     size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
     small = [np.asarray(Image.fromarray(a).resize(size, resample)) for a, resample in

@@ -17,24 +17,19 @@ visible loss of zone area.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from common.zones import probability_level
 from model.card import ModelCard
 from model.predictor import Predictor
 from training.landing_eval import predicted_hazard
 
 DEFAULT_THRESHOLDS = (1.0, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01)
 TARGET_FALSE_ALARM = 0.05
-
-
-def _level(p: float) -> int:
-    """Stored hazard probabilities are uint8 255ths: p >= P exactly when the value >= this (as common/zones.py)."""
-    return int(math.ceil(p * 255.0 - 1e-9))
 
 
 @dataclass
@@ -64,7 +59,7 @@ class HazardCounts:
         by_label = np.isin(labels[valid], self.hazard_classes)
         p = prob[valid]
         for i, threshold in enumerate(self.thresholds):
-            flagged = by_label | (p >= _level(threshold))
+            flagged = by_label | (p >= probability_level(threshold))
             self.flagged[i] += np.bincount(t[flagged], minlength=n)[:n]
         self.images += 1
 

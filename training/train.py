@@ -205,18 +205,17 @@ def _fold_hazards(a: argparse.Namespace, folds: list[int], cv_dir: str) -> dict[
 
 
 def _cross_validate(a: argparse.Namespace, folds: list[int | None], cv_dir: str, command: str) -> dict[str, Any]:
-    rows, done = [], []
+    rows = []
     for fold in folds:
         assert fold is not None
         card = _train_or_reuse(a, fold, os.path.join(cv_dir, f"fold{fold}"), command)
         rows.append(_cv_row(fold, card))
-        done.append(fold)
         print(f"fold {fold}: mIoU {rows[-1]['miou']:.4f} (over the classes present: {rows[-1].get('miou_present')})  "
               f"pixel error {rows[-1]['pixel_error']:.4f}", flush=True)
     mean = _cv_mean(rows)
     report = {"arch": a.arch, "dataset": a.dataset, "folds": rows, "mean": mean,
               "train_minutes_total": round(sum(float(r["wall_time_s"]) for r in rows) / 60, 1)}
-    hazards = _fold_hazards(a, done, cv_dir)
+    hazards = _fold_hazards(a, [r["fold"] for r in rows], cv_dir)
     if hazards is not None:
         report["hazards"] = hazards
     os.makedirs(cv_dir, exist_ok=True)
