@@ -45,18 +45,18 @@ def interpolate(tuned_dir: str, alpha: float, out: str) -> str:
     if not init:
         raise datasets.DatasetError(f"{tuned_dir}: its card names no starting weights (training.config.init); "
                                     f"only a fine-tuned run (tileseg train --init ...) can be interpolated")
-    if os.path.abspath(out) in (os.path.abspath(tuned_dir), os.path.abspath(init_dir(init))):
+    start_dir = init_dir(init)
+    if os.path.abspath(out) in (os.path.abspath(tuned_dir), os.path.abspath(start_dir)):
         raise datasets.DatasetError(f"--out {out} would overwrite one of the two models; give a new folder")
-    start = load_model(init_dir(init), "float32").model
-    model = load_model(tuned_dir, "float32").model
-    model.set_weights(mix(start.get_weights(), model.get_weights(), alpha))
+    start = load_model(start_dir, "float32")
+    model = load_model(tuned_dir, "float32", card).model
+    model.set_weights(mix(start.model.get_weights(), model.get_weights(), alpha))
     os.makedirs(out, exist_ok=True)
     model.save(os.path.join(out, card.model_file))
-    started = load_card(init_dir(init))
     mixed = replace(card, version=f"{card.version}+wise{alpha:g}", metrics={
         "note": "not measured: the tuned run's figures do not describe this mix; run tileseg evaluate"},
         training={**card.training, "interpolation": {
-            "alpha": alpha, "start": started.model_id, "tuned": card.model_id,
+            "alpha": alpha, "start": start.card.model_id, "tuned": card.model_id,
             "rule": "(1 - alpha) x start + alpha x tuned, every weight and batch-norm statistic"}})
     save_card(mixed, out)
     return mixed.model_id

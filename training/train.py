@@ -204,6 +204,16 @@ def _fold_hazards(a: argparse.Namespace, folds: list[int], cv_dir: str) -> dict[
             "chosen": chosen, "curve": curve}
 
 
+CV_FILE = "cv.json"
+
+
+def save_cv(report: dict[str, Any], folder: str) -> None:
+    """``cv.json``: in the folds' folder, and beside the every-image model it describes."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, CV_FILE), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+
+
 def _cross_validate(a: argparse.Namespace, folds: list[int | None], cv_dir: str, command: str) -> dict[str, Any]:
     rows = []
     for fold in folds:
@@ -218,14 +228,10 @@ def _cross_validate(a: argparse.Namespace, folds: list[int | None], cv_dir: str,
     hazards = _fold_hazards(a, [r["fold"] for r in rows], cv_dir)
     if hazards is not None:
         report["hazards"] = hazards
-    os.makedirs(cv_dir, exist_ok=True)
-    with open(os.path.join(cv_dir, CV_FILE), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    save_cv(report, cv_dir)
     print(f"{a.arch} {len(folds)}-fold mean: mIoU {mean['miou']:.4f}  pixel error {mean['pixel_error']:.4f}")
     return report
 
-
-CV_FILE = "cv.json"
 
 
 def _with_cv_figures(card: ModelCard, report: dict[str, Any], out: str) -> ModelCard:
@@ -251,8 +257,7 @@ def _with_cv_figures(card: ModelCard, report: dict[str, Any], out: str) -> Model
         metrics["hazards_at_threshold"] = chosen
     card = replace(card, metrics=metrics, landing=landing)
     save_card(card, out)
-    with open(os.path.join(out, CV_FILE), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    save_cv(report, out)
     return card
 
 
