@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Compiled XLA programs go to a folder of this test session's, not the user's cache (model/loading.py).
+if "TILESEG_XLA_CACHE" not in os.environ:
+    os.environ["TILESEG_XLA_CACHE"] = tempfile.mkdtemp(prefix="tileseg-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["TILESEG_XLA_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 
