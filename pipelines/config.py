@@ -34,7 +34,8 @@ from transforms.tiles import MAX_TILE_PIXELS, parse_bands
 log = logging.getLogger(__name__)
 
 #: The folders a run writes under its output (see transforms/masks.py OutputLayout, manifest.py).
-OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging", "hazard", "zones", "report", "stac")
+OUTPUT_FOLDERS = ("masks", "stats", "failures", "manifest", "_staging", "hazard", "quicklooks", "zones", "report",
+                  "stac")
 
 
 class ConfigError(ValueError):

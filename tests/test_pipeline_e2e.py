@@ -90,8 +90,11 @@ def test_no_masks_or_temporary_files_left_for_failed_tiles(mixed_run: dict[str, 
     masks = [f for f in files if f.startswith("masks/")]
     assert sorted(masks) == sorted([f"masks/real/{Path(n).stem}.tif" for n in REAL] + ["masks/other/RGB.byte.tif"])
     views = ("report/", "stac/")  # the report and the catalog: only of the tiles that have masks
-    others = [f for f in files if not f.startswith(("masks/", *views))]
+    others = [f for f in files if not f.startswith(("masks/", "quicklooks/", *views))]
     run_id = mixed_run["summary"].run_id  # type: ignore[attr-defined]
+    # An input picture per mask, none for the tiles that failed.
+    assert sorted(f for f in files if f.startswith("quicklooks/")) == sorted(
+        "quicklooks/" + m[len("masks/"):-len(".tif")] + ".jpg" for m in masks)
     assert sorted(others) == [f"failures/{run_id}.parquet", "manifest/done.parquet", f"stats/{run_id}.json",
                               f"stats/{run_id}.parquet"]
     items = sorted(f[len("stac/items/"): -len(".json")] for f in files if f.startswith("stac/items/"))

@@ -57,9 +57,12 @@ def test_segment_from_and_to_gcs(gcs_bucket: str, tmp_path: Path) -> None:
     assert sorted(set(table.column("tile_id").to_pylist())) == ["north/a", "south/a"]
     assert sum(table.column("pixel_count").to_pylist()) == 150 * 170 + 90 * 60
     written = fileio.match(f"{gcs_bucket}/out/**")
-    leftovers = [u for u in written if not any(f"/{d}/" in u for d in ("masks", "stats", "report", "stac"))
+    leftovers = [u for u in written if not any(f"/{d}/" in u for d in ("masks", "quicklooks", "stats", "report", "stac"))
                  and not u.endswith("/manifest/done.parquet")]
     assert leftovers == [], "no staging or temporary objects remain"
+    # Each tile's input picture, made from the blocks read from the bucket, is the report's.
+    assert sorted(u for u in written if "/quicklooks/" in u) == [f"{gcs_bucket}/out/quicklooks/{t}.jpg"
+                                                                for t in ("north/a", "south/a")]
     # The report and the STAC catalog are written to the bucket too, pictures read from the masks there.
     report = f"{gcs_bucket}/out/report/{summary.run_id}/"
     assert sorted(u[len(report):] for u in written if u.startswith(report) and u.endswith(".png"))[:1]

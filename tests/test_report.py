@@ -7,6 +7,7 @@ labels out), so the masks equal the inputs and every number on the page can be p
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -211,6 +212,69 @@ def test_mask_quicklook_shows_the_masks_labels_in_the_cards_colours(run_out: dic
         small = src.read(1, out_shape=rgba.shape[:2], resampling=Resampling.nearest)
     expected = np.array([lut[v] for v in small.ravel()], np.uint8).reshape(*small.shape, 3)
     assert np.array_equal(rgba[..., :3], expected) and (rgba[..., 3] == 255).all()
+
+
+def test_input_pictures_are_made_from_the_blocks_the_run_read(run_out: dict,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tile's input picture is written beside its mask (quicklooks/) from the blocks the run
+    read, shows the input's cell means, and is what the report uses: rebuilding the report reads
+    no input at all."""
+    out, inp = run_out["out"], run_out["inp"]
+    for tile_id in ("utm", "sub/mercator", "frame"):
+        made = (out / "quicklooks" / f"{tile_id}.jpg").read_bytes()
+        shown = (index_of(out).parent / report._picture_name(tile_id, "input")).read_bytes()
+        assert shown == made
+        with rasterio.open(inp / f"{tile_id}.tif") as src:
+            band = src.read(1).astype(np.float64)
+        with Image.open(io.BytesIO(made)) as im:
+            w, h = im.size
+            grey = np.asarray(im.convert("L"), np.float64)
+        assert max(w, h) == min(QUICKLOOK_SIDE, max(band.shape))
+        # Independently: the mean of each cell (integer edges), stretched from its 2nd to 98th percentile.
+        re_, ce = (np.arange(h + 1) * band.shape[0]) // h, (np.arange(w + 1) * band.shape[1]) // w
+        means = np.array([[band[re_[i]:re_[i + 1], ce[j]:ce[j + 1]].mean() for j in range(w)] for i in range(h)])
+        lo, hi = np.percentile(means, (2, 98))
+        expected = np.clip((means - lo) / (hi - lo) * 255.0, 0, 255)
+        assert np.abs(grey - expected).mean() < 6.0, tile_id  # JPEG at quality 85
+    import shutil
+
+    def no_reads(*_: object) -> None:
+        raise AssertionError("the report read an input")
+
+    pictures = {p.name: p.read_bytes() for p in (index_of(out).parent / "img").iterdir()}
+    monkeypatch.setattr(report, "input_quicklook", no_reads)
+    moved = out.parent / (out.name + "-rebuilt")
+    shutil.copytree(out, moved)
+    shutil.rmtree(moved / "report")
+    assert report_command.main(["--output", str(moved)]) == 0
+    assert {p.name: p.read_bytes() for p in (index_of(moved).parent / "img").iterdir()} == pictures
+
+
+def test_quicklook_shares_of_any_partition_add_up_to_the_cell_means() -> None:
+    """thumb_part over the pieces of a raster (blocks of any shape) sums to the same cells as
+    one pass over the whole raster, sampled on one grid of the raster, invalid pixels left out."""
+    from common.quicklook import sample_step, thumb_part
+
+    rng = np.random.default_rng(5)
+    h, w, side = 333, 250, 20  # cells of 16 x 12.5 px: sampled every 2nd pixel
+    image = rng.integers(0, 4096, (h, w, 2), dtype=np.uint16)
+    valid = rng.random((h, w)) > 0.2
+    step = sample_step(h, w, side)
+    assert step == 2
+    sums, counts = np.zeros((20, 15, 2)), np.zeros((20, 15), np.int64)
+    for r0, r1 in ((0, 101), (101, 102), (102, 333)):
+        for c0, c1 in ((0, 77), (77, 250)):
+            part = thumb_part(image[r0:r1, c0:c1], valid[r0:r1, c0:c1], r0, c0, h, w, side)
+            nr, nc = part.counts.shape
+            sums[part.row:part.row + nr, part.col:part.col + nc] += part.sums
+            counts[part.row:part.row + nr, part.col:part.col + nc] += part.counts
+    re_, ce = (np.arange(21) * h) // 20, (np.arange(16) * w) // 15
+    on_grid = (np.arange(h)[:, None] % step == 0) & (np.arange(w)[None, :] % step == 0) & valid
+    for i in range(20):
+        for j in range(15):
+            cell = on_grid[re_[i]:re_[i + 1], ce[j]:ce[j + 1]]
+            assert counts[i, j] == cell.sum() > 0
+            np.testing.assert_array_equal(sums[i, j], image[re_[i]:re_[i + 1], ce[j]:ce[j + 1]][cell].sum(axis=0))
 
 
 def test_landing_zones_are_drawn_with_their_touchdown_points(run_out: dict) -> None:

@@ -43,6 +43,7 @@ from common.cog import write_cog
 from common.domain import InputSums, check_domain
 from common.memory import release_free_memory
 from common.plan import BlockSpec
+from common.quicklook import ThumbPart, thumb_jpeg
 from common.safepath import check_relative, check_segment
 from common.windows import Window
 from model.card import ModelCard
@@ -100,6 +101,10 @@ class OutputLayout:
     def hazard_dir(self) -> str:
         return fileio.join(self.root, "hazard")
 
+    def quicklook_uri(self, tile_id: str) -> str:
+        """The tile's input quicklook (JPEG), made from the blocks the run read (the report's picture)."""
+        return fileio.join(self.root, "quicklooks", f"{check_relative(tile_id, 'tile id')}.jpg")
+
     def zones_uri(self) -> str:
         return fileio.join(self.root, "zones", f"{self.run_id}.parquet")
 
@@ -154,6 +159,8 @@ def stage_core(core: BlockCore, layout: OutputLayout) -> str:
         arrays["inputs"] = core.inputs.to_array()
     if core.hazard is not None:
         arrays["hazard"] = core.hazard
+    if core.thumb is not None:
+        arrays.update(core.thumb.to_arrays())
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **arrays)
     fileio.makedirs(folder)
@@ -185,6 +192,7 @@ class StagedCore:
     confidence: float | None
     inputs: InputSums | None = None
     hazard: np.ndarray | None = None
+    thumb: ThumbPart | None = None
 
 
 def load_core(uri: str) -> StagedCore:
@@ -195,7 +203,7 @@ def load_core(uri: str) -> StagedCore:
                           data["areas"].astype(np.float64) if "areas" in data.files else None,
                           float(data["confidence"]) if "confidence" in data.files else None,
                           InputSums.from_array(data["inputs"]) if "inputs" in data.files else None,
-                          data["hazard"] if "hazard" in data.files else None)
+                          data["hazard"] if "hazard" in data.files else None, ThumbPart.from_arrays(data))
 
 
 @dataclass(frozen=True)
@@ -237,12 +245,13 @@ def mask_tags(card: ModelCard, result: TileResult) -> dict[str, str]:
 
 def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_local: str,
                    tags_for: Callable[[TileTotals], dict[str, str]], hazard_local: str | None = None,
-                   hazard_tags: dict[str, str] | None = None) -> None:
+                   hazard_tags: dict[str, str] | None = None) -> list[ThumbPart] | None:
     """Write the staged cores of ``tile`` into ``out_local`` as a COG (uint8, nodata, palette, tags),
     and with ``hazard_local`` their landing-hazard probabilities into a second COG (uint8 255ths).
 
     Each core is read once: its labels go into the mask and its totals into the tile's, which
-    ``tags_for`` turns into the mask's tags once every core is in."""
+    ``tags_for`` turns into the mask's tags once every core is in. Returns the cores' shares of
+    the input quicklook (None unless every core has one)."""
     import rasterio
 
     tmp = out_local + ".stage.tif"
@@ -272,6 +281,8 @@ def write_mask_cog(tile: TileSpec, core_uris: list[str], card: ModelCard, out_lo
         write_cog(tmp, out_local, "mode", MASK_BLOCK, card.num_classes)
         if tmp_hazard is not None and hazard_local is not None:
             write_cog(tmp_hazard, hazard_local, "average", MASK_BLOCK)
+        thumbs = [p.thumb for p in parts]
+        return None if any(t is None for t in thumbs) else [t for t in thumbs if t is not None]
     finally:
         fileio.remove(tmp)
         if tmp_hazard is not None:
@@ -408,9 +419,12 @@ class TileFinisher:
             hazard_tags = {"TILESEG_MODEL_ID": self._card.model_id, TAG_FINGERPRINT: tile.fingerprint,
                            "TILESEG_HAZARD_CLASSES": json.dumps([self._card.classes[k].name for k in self._hazard or ()]),
                            "TILESEG_HAZARD_UNITS": "summed probability of the hazard classes, 255ths; 255 where nodata"}
-            write_mask_cog(tile, core_uris, self._card, local, tags_for, hazard_local, hazard_tags)
+            thumbs = write_mask_cog(tile, core_uris, self._card, local, tags_for, hazard_local, hazard_tags)
             result = dataclasses.replace(made[0], mask_bytes=os.path.getsize(local))
-            # The hazard COG first: a published mask says the tile is done, with everything it needs.
+            # The quicklook and hazard COG first: a published mask says the tile is done, with
+            # everything it needs.
+            if thumbs:
+                self._publish_quicklook(tile, thumbs, fileio.join(tmpdir, "input.jpg"))
             if hazard_local is not None:
                 fileio.publish(hazard_local, self._layout.hazard_uri(tile.tile_id))
             fileio.publish(local, mask_uri)
@@ -420,6 +434,18 @@ class TileFinisher:
         _remove_cores(folder)
         log.info("tile written: %s (%s)", tile.tile_id, mask_uri)
         return result
+
+
+    def _publish_quicklook(self, tile: TileSpec, thumbs: list[ThumbPart], local: str) -> None:
+        try:
+            picture = thumb_jpeg(thumbs, tile.height, tile.width).data
+        except Exception as exc:  # noqa: BLE001 - a picture must not cost the tile its mask
+            log.warning("%s: no input quicklook (%s: %s); the report reads the input instead", tile.tile_id,
+                        type(exc).__name__, exc)
+            return
+        with open(local, "wb") as f:
+            f.write(picture)
+        fileio.publish(local, self._layout.quicklook_uri(tile.tile_id))
 
 
 def write_error_message(tile: TileSpec, mask_uri: str, exc: BaseException) -> str:

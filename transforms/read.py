@@ -25,6 +25,7 @@ from common import fileio
 from common.domain import InputSums, block_input_sums
 from common.patching import core_of_window, patchify
 from common.plan import BlockSpec
+from common.quicklook import ThumbPart, thumb_part
 from common.windows import Window, mirror_pad
 from model.handler import Patches
 from transforms.failures import FAILED, StageOutput, block_failure, windowed
@@ -47,6 +48,8 @@ class BlockContext:
     valid: np.ndarray
     #: The core's sampled input statistics, for the tile's domain check (common/domain.py).
     inputs: InputSums | None = None
+    #: The core's share of the tile's input quicklook (common/quicklook.py), for the report.
+    thumb: ThumbPart | None = None
 
 
 #: One block on its way to the model: its context (the RunInference key) and its patches.
@@ -101,9 +104,10 @@ def read_block(tile: TileSpec, block: BlockSpec) -> tuple[BlockContext, Patches]
             "the file is probably truncated or corrupt - re-copy or re-export it"
         ) from None
     patches = Patches(patchify(raw, block.patches), tile.scale_divisor, tile.scale_offset)
-    inputs = block_input_sums(core_of_window(block, raw), core_of_window(block, valid), block.core.row, tile.height,
-                              tile.scale_divisor, tile.scale_offset)
-    return BlockContext(tile, block, valid, inputs), patches
+    core_raw, core_valid = core_of_window(block, raw), core_of_window(block, valid)
+    inputs = block_input_sums(core_raw, core_valid, block.core.row, tile.height, tile.scale_divisor, tile.scale_offset)
+    thumb = thumb_part(core_raw, core_valid, block.core.row, block.core.col, tile.height, tile.width)
+    return BlockContext(tile, block, valid, inputs, thumb), patches
 
 
 class ReadBlockFn(beam.DoFn):

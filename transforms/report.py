@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import hashlib
 import html
+import io
 import json
 import logging
 import math
@@ -566,7 +567,23 @@ def render(run: RunData, layout: OutputLayout, pictures: dict[str, tuple[str | N
 # Writing
 
 
-def _pictures(run: RunData) -> tuple[dict[str, tuple[str | None, str | None, str]], dict[str, bytes]]:
+def _input_picture(layout: OutputLayout, tile: TileEntry, bands: Sequence[int] | None) -> Quicklook:
+    """The input picture the run that made the tile's mask made from the blocks it read
+    (``quicklooks/``), else one read from the input itself (masks from before there were any)."""
+    try:
+        with fileio.open_file(layout.quicklook_uri(tile.tile_id), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return input_quicklook(tile.source_uri, bands)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as picture:
+        width, height = picture.size
+    return Quicklook(data, width, height, 0, 0, (), None)
+
+
+def _pictures(run: RunData, layout: OutputLayout) -> tuple[dict[str, tuple[str | None, str | None, str]],
+                                                           dict[str, bytes]]:
     """Quicklook HTML per tile (first MAX_QUICKLOOKS tiles) and the picture files they use, made
     on a few threads (GDAL's reads and the encoders release the GIL; on gs:// each read waits)."""
     colors = {c.index: c.color for c in run.classes}
@@ -576,7 +593,7 @@ def _pictures(run: RunData) -> tuple[dict[str, tuple[str | None, str | None, str
         notes, files = [], {}
         inp = msk = None
         try:
-            ql = input_quicklook(t.source_uri, bands)
+            ql = _input_picture(layout, t, bands)
             name = _picture_name(t.tile_id, "input")
             files[name] = ql.data
             inp = (f'<span class="ql"><img src="{name}" width="{ql.width}" height="{ql.height}" '
@@ -608,7 +625,7 @@ def write_report(layout: OutputLayout, summary: dict[str, Any] | None = None) ->
     """Build and write ``report/<run_id>/``; returns the index page's URI. Rewriting the same run's
     report gives the same files (nothing on the page depends on when it was made)."""
     run = load_run(layout, summary)
-    pictures, images = _pictures(run)
+    pictures, images = _pictures(run, layout)
     pages = render(run, layout, pictures)
     folder = layout.report_dir()
     fileio.makedirs(fileio.join(folder, "img"))

@@ -19,6 +19,7 @@ from common.areas import class_areas_m2
 from common.domain import InputSums
 from common.patching import blend_scores, core_of_window, stitch_labels
 from common.plan import BlockSpec
+from common.quicklook import ThumbPart
 from model.card import ModelCard
 from transforms.failures import StageOutput, block_failure, guarded
 from transforms.read import BlockContext
@@ -41,6 +42,7 @@ class BlockCore:
     inputs: InputSums | None = None
     #: (h, w) uint8: the summed probability of the landing hazard classes, in 255ths (--landing only)
     hazard: np.ndarray | None = None
+    thumb: ThumbPart | None = None  # the core's share of the input quicklook
 
 
 def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard,
@@ -81,7 +83,7 @@ def stitch_block(ctx: BlockContext, outputs: np.ndarray, card: ModelCard,
         if hazard is not None:
             hazard = np.where(valid, hazard, np.uint8(255))  # unknown ground is a hazard
     return BlockCore(tile=ctx.tile, block=block, labels=labels, counts=counts, areas=areas,
-                     confidence_sum=confidence_sum, inputs=ctx.inputs, hazard=hazard)
+                     confidence_sum=confidence_sum, inputs=ctx.inputs, hazard=hazard, thumb=ctx.thumb)
 
 
 class StitchBlocks(beam.PTransform):
