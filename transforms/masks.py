@@ -435,7 +435,6 @@ class TileFinisher:
         log.info("tile written: %s (%s)", tile.tile_id, mask_uri)
         return result
 
-
     def _publish_quicklook(self, tile: TileSpec, thumbs: list[ThumbPart], local: str) -> None:
         try:
             picture = thumb_jpeg(thumbs, tile.height, tile.width).data
