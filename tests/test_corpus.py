@@ -197,8 +197,13 @@ def test_the_out_of_range_warning_says_what_was_found_and_what_to_do(corpus_run:
 
 def test_a_failed_tile_leaves_nothing_and_a_good_one_everything(corpus_run: CorpusRun) -> None:
     out = corpus_run.out
-    assert sorted(p.name for p in out.iterdir()) == ["failures", "manifest", "masks", "report", "stac", "stats"]
+    assert sorted(p.name for p in out.iterdir()) == ["failures", "manifest", "masks", "quicklooks", "report", "stac",
+                                                     "stats"]
     assert sorted(p.name for p in (out / "stats").iterdir()) == [f"{RUN_ID}.json", f"{RUN_ID}.parquet"]
+    # An input picture per mask, none for a failed tile.
+    pictures = sorted(str(p.relative_to(out / "quicklooks"))[: -len(".jpg")] for p in (out / "quicklooks").rglob("*")
+                      if p.is_file())
+    assert pictures == sorted(str(p.relative_to(out / "masks"))[: -len(".tif")] for p in (out / "masks").rglob("*.tif"))
     # The catalog describes the masks and nothing else: no item for a failed tile. Odd CRSs
     # (engineering, unknown EPSG) still get items, and the report shows every tile.
     assert corpus_run.summary["stac_uri"] == str(out / "stac" / "catalog.json")
@@ -510,5 +515,6 @@ def test_two_runs_at_once_on_one_output_both_complete(tmp_path: Path, model_dir:
         with rasterio.open(inp / f"t{i}.tif") as src, rasterio.open(out / "masks" / f"t{i}.tif") as m:
             expected = binning_labels(np.moveaxis(src.read(), 0, -1), K, 255.0)
             np.testing.assert_array_equal(m.read(1), expected)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest", "masks", "report", "stac", "stats"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest", "masks", "quicklooks", "report", "stac", "stats"]
+    assert sorted(p.name for p in (out / "quicklooks").iterdir()) == ["t0.jpg", "t1.jpg", "t2.jpg"]
     assert not [p for p in (out / "masks").iterdir() if p.name.startswith(".")]
