@@ -4,7 +4,8 @@ A report of 10^4 tiles must not read 10^4 whole rasters: every read here asks GD
 of at most ``max_side`` pixels a side, which GDAL serves from the smallest overview that is large
 enough (masks are COGs with overviews, so a mask's quicklook reads a few kB). An input without
 overviews would be decoded whole for that; above ``MAX_DECODED_PIXELS`` it gets no quicklook,
-and the caller says why.
+and the caller says why. The pipeline avoids that read altogether: it makes each input's picture
+from the blocks it reads for the model (``thumb_part`` per block, ``thumb_jpeg`` per tile).
 """
 
 from __future__ import annotations
